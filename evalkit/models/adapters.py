@@ -1,0 +1,110 @@
+"""Adapters that satisfy mteb 2.x's EncoderProtocol around evalkit's Embedder.
+
+The adapter decides the model's input for (text, task, prompt_type): the catalog's query
+instruction only where the model's recipe puts it (BGE: retrieval queries), e5-style prefixes,
+a task's own instruction for instruction-following models, and few-shot example prefixes.
+Documents never get an instruction or examples.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from evalkit.models.catalog import ModelSpec
+
+log = logging.getLogger("evalkit")
+
+
+def _prompt_kind(prompt_type) -> str | None:
+    if prompt_type is None:
+        return None
+    return getattr(prompt_type, "value", str(prompt_type))
+
+
+def build_model_meta(spec: ModelSpec, revision: str, embed_dim: int | None = None):
+    """mteb's ModelMeta for the spec: mteb's own record where it knows the model, else a minimal one."""
+    from mteb.models.model_meta import ModelMeta
+
+    meta = None
+    if spec.hub_id:
+        try:
+            import mteb
+
+            meta = mteb.get_model_meta(spec.hub_id)
+        except Exception:
+            meta = None
+    if meta is None:
+        meta = ModelMeta.create_empty(
+            {
+                "name": spec.hub_id or f"local/{spec.name}",
+                "similarity_fn_name": "cosine",
+                "max_tokens": spec.max_length,
+                "embed_dim": embed_dim,
+                "framework": ["PyTorch"],
+                "use_instructions": spec.task_instructions or spec.query_instruction is not None,
+            }
+        )
+    return meta.model_copy(update={"revision": revision, "loader": None})
+
+
+class EmbeddingAdapter:
+    """mteb EncoderProtocol over an Embedder. `prefix_fn(text, task_metadata, hf_split, hf_subset)`,
+    when given, returns a per-query few-shot prefix (see evalkit.fewshot)."""
+
+    def __init__(self, spec: ModelSpec, embedder, *, task_instructions: dict[str, str] | None = None, prefix_fn: Callable | None = None):
+        self.spec = spec
+        self.embedder = embedder
+        self.task_instructions = dict(task_instructions or {})
+        self.prefix_fn = prefix_fn
+        self._meta = build_model_meta(spec, embedder.revision)
+
+    # -- mteb protocol
+    @property
+    def mteb_model_meta(self):
+        return self._meta
+
+    def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None, **kwargs: Any) -> np.ndarray:
+        texts = [t for batch in inputs for t in batch["text"]]
+        formatted = self.format_inputs(texts, task_metadata, prompt_type, hf_split=hf_split, hf_subset=hf_subset)
+        return self.embedder.embed(formatted, kwargs.get("batch_size"))
+
+    def similarity(self, embeddings1, embeddings2):
+        from mteb.similarity_functions import cos_sim
+
+        return cos_sim(embeddings1, embeddings2)
+
+    def similarity_pairwise(self, embeddings1, embeddings2):
+        from mteb.similarity_functions import pairwise_cos_sim
+
+        return pairwise_cos_sim(embeddings1, embeddings2)
+
+    # -- input formatting
+    def instruction_for(self, task_metadata) -> str | None:
+        """The instruction a query of this task gets, or None."""
+        spec = self.spec
+        if spec.task_instructions and task_metadata.name in self.task_instructions:
+            return self.task_instructions[task_metadata.name]
+        if spec.query_instruction and task_metadata.type in spec.instruction_types:
+            return spec.query_instruction
+        return None
+
+    def format_inputs(self, texts: list[str], task_metadata, prompt_type, *, hf_split: str = "", hf_subset: str = "") -> list[str]:
+        spec = self.spec
+        kind = _prompt_kind(prompt_type)
+        if kind == "document":
+            return [spec.passage_prefix + t for t in texts] if spec.passage_prefix else list(texts)
+        # queries, and the inputs of symmetric tasks (STS, classification, clustering: prompt_type None)
+        instr = None
+        if kind == "query" or task_metadata.type not in ("Retrieval", "Reranking", "InstructionRetrieval"):
+            instr = self.instruction_for(task_metadata)
+            if instr is not None and not spec.task_instructions and kind != "query":
+                instr = None  # a BGE-style retrieval instruction is for queries only
+        out = []
+        for t in texts:
+            x = spec.query_instruction_format.format(instr, t) if instr is not None else spec.query_prefix + t
+            if self.prefix_fn is not None:
+                x = self.prefix_fn(t, x, task_metadata, hf_split, hf_subset)
+            out.append(x)
+        return out

@@ -1,0 +1,123 @@
+"""Text -> vector, with the embedding cache in front of the encoder core.
+
+An Embedder knows everything that changes a vector (its cache namespace) without loading the
+network; the network is loaded on the first text that the cache does not hold, so a run whose
+vectors are all cached never loads the model.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from evalkit.errors import EvalkitError
+from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, resolve_devices, resolve_dtype
+
+log = logging.getLogger("evalkit")
+
+
+class Embedder:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        pooling: str = "cls",
+        normalize: bool = True,
+        max_length: int = 512,
+        dtype: str | None = None,
+        batch_size: int = 256,
+        devices=None,
+        padding_side: str | None = None,
+        trust_remote_code: bool = False,
+        cache=None,
+        model_id: str | None = None,
+        revision: str | None = None,
+    ):
+        from evalkit.models.loading import folder_revision
+
+        if pooling not in POOLINGS:
+            raise EvalkitError(f"unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+        if batch_size is None or int(batch_size) < 1:
+            raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
+        self.path = Path(path)
+        self.pooling, self.normalize, self.max_length = pooling, normalize, int(max_length)
+        self.devices = resolve_devices(devices)
+        self.dtype = resolve_dtype(dtype, self.devices[0])
+        self.config = CoreConfig(str(self.path), "embedder", self.dtype, int(batch_size), padding_side, trust_remote_code)
+        self.cache = cache
+        self.revision = revision or folder_revision(self.path)
+        self.namespace_fields = {
+            "model": model_id or str(self.path),
+            "revision": self.revision,
+            "weights": folder_revision(self.path),
+            "pooling": pooling,
+            "normalize": normalize,
+            "max_length": self.max_length,
+            "dtype": self.dtype,
+            "padding_side": padding_side,
+        }
+        from evalkit.cache import namespace_key
+
+        self.namespace = namespace_key(self.namespace_fields)
+        self._core: Core | None = None
+        self.counts = {"encoded": 0, "cached": 0, "duplicates": 0}
+
+    @property
+    def core(self) -> Core:
+        if self._core is None:
+            log.info("loading %s on %s (%s)", self.path, ",".join(self.devices), self.dtype)
+            self._core = Core(self.config, self.devices)
+        return self._core
+
+    @property
+    def tokenizer(self):
+        return self.core.tokenizer
+
+    def embed(self, texts: Sequence[str], batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
+        """float32 [n, dim]; each distinct text encoded at most once, cached vectors reused."""
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        if batch_size is not None and int(batch_size) < 1:
+            raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
+        uniq: dict[str, int] = {}
+        inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
+        distinct = list(uniq)
+        self.counts["duplicates"] += len(texts) - len(distinct)
+        ml = int(max_length or self.max_length)
+        use_cache = self.cache is not None and ml == self.max_length
+        found = self.cache.get_many(self.namespace, distinct) if use_cache else {}
+        missing = [i for i in range(len(distinct)) if i not in found]
+        vectors: np.ndarray | None = None
+        if missing:
+            new = self.encode_uncached([distinct[i] for i in missing], batch_size, ml)
+            vectors = np.empty((len(distinct), new.shape[1]), dtype=np.float32)
+            vectors[np.asarray(missing, dtype=np.int64)] = new
+            if use_cache:
+                self.cache.register(self.namespace, self.namespace_fields)
+                self.cache.put_many(self.namespace, [distinct[i] for i in missing], new)
+        for i, v in found.items():
+            if vectors is None:
+                vectors = np.empty((len(distinct), v.shape[0]), dtype=np.float32)
+            vectors[i] = v
+        self.counts["encoded"] += len(missing)
+        self.counts["cached"] += len(found)
+        if vectors is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        return vectors[inverse]
+
+    def encode_uncached(self, texts: Sequence[str], batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
+        core = self.core
+        feats = core.tokenize(list(texts), int(max_length or self.max_length))
+        out = core.run(feats, EmbedHead(self.pooling, self.normalize), batch_size)
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise EvalkitError(
+                f"model {self.namespace_fields['model']} produced NaN or infinite embeddings for {int(bad.sum())} of {len(texts)} texts "
+                f"(first: {texts[int(np.argmax(bad))][:60]!r}): try --dtype fp32 or check the weights"
+            )
+        return out
+
+    def close(self):
+        if self._core is not None:
+            self._core.close()

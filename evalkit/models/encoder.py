@@ -1,0 +1,329 @@
+"""The encoder core shared by every model class.
+
+Tokenise once, sort by length (longest first, so an out-of-memory shows at once), pad each batch
+only to its own longest member, run the network (under autocast for fp16/bf16), apply a head
+(pooling + normalisation for embedders, logits for rerankers), restore the input order.
+Out-of-memory halves the batch and retries; several devices get one worker process each.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from evalkit.errors import EvalkitError
+
+log = logging.getLogger("evalkit")
+
+DTYPES = ("fp32", "fp16", "bf16")
+POOLINGS = ("cls", "mean", "last_token")
+
+
+# ----------------------------------------------------------------------------- devices and dtypes
+def resolve_devices(devices: str | Sequence[str] | None) -> list[str]:
+    import torch
+
+    if devices is None or devices == "auto" or devices == []:
+        if torch.cuda.is_available():
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return ["cpu"]
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    out = []
+    for d in devices:
+        if d == "cuda":
+            if not torch.cuda.is_available():
+                raise EvalkitError("--device cuda was asked for but torch sees no CUDA device: use --device cpu")
+            out.extend(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+        elif isinstance(d, int) or str(d).isdigit():
+            out.append(f"cuda:{d}")
+        else:
+            out.append(str(d))
+    return out
+
+
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    dtype = (dtype or "fp32").lower().replace("float32", "fp32").replace("float16", "fp16").replace("bfloat16", "bf16")
+    if dtype not in DTYPES:
+        raise EvalkitError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype == "fp16" and device.startswith("cpu"):
+        raise EvalkitError("fp16 is for GPUs; on a CPU use --dtype bf16 (fast with AMX) or fp32")
+    return dtype
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def is_oom(err: BaseException) -> bool:
+    import torch
+
+    if isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(err, (RuntimeError, MemoryError)) and (
+        "out of memory" in str(err).lower() or isinstance(err, MemoryError)
+    )
+
+
+# ----------------------------------------------------------------------------- heads
+@dataclass(frozen=True)
+class EmbedHead:
+    """Pool the last hidden state and optionally L2-normalise (float32)."""
+
+    pooling: str = "cls"
+    normalize: bool = True
+
+    def __call__(self, model, batch: dict) -> Any:
+        import torch
+
+        out = model(**batch)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        vec = pool(hidden, batch["attention_mask"], self.pooling).float()
+        if self.normalize:
+            vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
+        return vec
+
+
+@dataclass(frozen=True)
+class LogitHead:
+    """A cross-encoder's relevance logit, one per pair (``logits.view(-1)``)."""
+
+    def __call__(self, model, batch: dict) -> Any:
+        return model(**batch, return_dict=True).logits.view(-1).float()
+
+
+@dataclass(frozen=True)
+class TokenLogitHead:
+    """An LLM reranker's score: the logit of one vocabulary token at the last position."""
+
+    token_id: int
+
+    def __call__(self, model, batch: dict) -> Any:
+        logits = model(**batch, return_dict=True).logits
+        mask = batch["attention_mask"]
+        if bool((mask[:, -1] == 1).all()):
+            last = logits[:, -1, :]
+        else:
+            import torch
+
+            idx = mask.sum(dim=1) - 1
+            last = logits[torch.arange(logits.shape[0], device=logits.device), idx]
+        return last[:, self.token_id].float()
+
+
+def pool(hidden, mask, method: str):
+    import torch
+
+    if method == "cls":
+        return hidden[:, 0]
+    if method == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    if method == "last_token":
+        if bool((mask[:, -1] == 1).all()):  # left padding: the last position is every row's last token
+            return hidden[:, -1]
+        idx = mask.sum(dim=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+    raise EvalkitError(f"unknown pooling {method!r}: use one of {', '.join(POOLINGS)}")
+
+
+# ----------------------------------------------------------------------------- the core
+@dataclass
+class CoreConfig:
+    """Everything needed to build the same core again in a worker process."""
+
+    path: str
+    kind: str = "embedder"  # embedder | reranker | llm-reranker
+    dtype: str = "fp32"
+    batch_size: int = 256
+    padding_side: str | None = None
+    trust_remote_code: bool = False
+    stats: dict = field(default_factory=lambda: {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0})
+
+
+class Core:
+    """Tokeniser + network on one or more devices; `run` turns token lists into head outputs."""
+
+    def __init__(self, config: CoreConfig, devices: str | Sequence[str] | None = None, *, tokenizer=None, model=None):
+        from evalkit.models.loading import load_network, load_tokenizer
+
+        if config.batch_size is None or int(config.batch_size) < 1:
+            raise EvalkitError(f"batch size must be a positive integer, got {config.batch_size!r}")
+        self.config = config
+        self.devices = resolve_devices(devices)
+        self.device = self.devices[0]
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        path = Path(config.path)
+        self.tokenizer = tokenizer or load_tokenizer(path, config.padding_side, config.trust_remote_code)
+        if config.padding_side is not None:
+            self.tokenizer.padding_side = config.padding_side
+        self.model = (model or load_network(path, config.kind, config.trust_remote_code)).eval()
+        self.model.to(self.device)
+        if self.dtype == "fp16":  # FlagEmbedding's use_fp16: the weights themselves in half precision
+            self.model.half()
+        self.batch_size = int(config.batch_size)
+        self._pool = None
+
+    # -- tokenisation
+    def tokenize(self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int) -> list[dict]:
+        if len(texts) and isinstance(texts[0], (tuple, list)):
+            first = [t[0] for t in texts]
+            second = [t[1] for t in texts]
+            enc = self.tokenizer(first, second, truncation=True, max_length=max_length, padding=False)
+        else:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+        return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+
+    def pad(self, feats: Sequence[dict]) -> dict:
+        import torch
+
+        n = len(feats)
+        width = max(len(f["input_ids"]) for f in feats)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        left = self.tokenizer.padding_side == "left"
+        ids = np.full((n, width), pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64) if "token_type_ids" in feats[0] else None
+        for i, f in enumerate(feats):
+            k = len(f["input_ids"])
+            sl = slice(width - k, width) if left else slice(0, k)
+            ids[i, sl] = f["input_ids"]
+            mask[i, sl] = 1
+            if types is not None:
+                types[i, sl] = f["token_type_ids"]
+        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if types is not None:
+            batch["token_type_ids"] = torch.from_numpy(types)
+        return batch
+
+    # -- running
+    def run(self, feats: Sequence[dict], head: Callable, batch_size: int | None = None) -> np.ndarray:
+        """Head outputs for `feats`, in their order, as float32 numpy."""
+        if batch_size is not None and int(batch_size) < 1:
+            raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
+        if len(feats) == 0:
+            return np.zeros((0,), dtype=np.float32)
+        order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]))
+        sorted_feats = [feats[i] for i in order]
+        bs = int(batch_size or self.batch_size)
+        if len(self.devices) > 1 and len(feats) > bs:
+            outs = self._run_parallel(sorted_feats, head, bs)
+        else:
+            outs = self._run_sorted(sorted_feats, head, bs)
+        result = np.empty_like(outs)
+        result[np.asarray(order)] = outs
+        self.config.stats["texts"] += len(feats)
+        self.config.stats["tokens"] += int(sum(len(f["input_ids"]) for f in feats))
+        return result
+
+    def _run_sorted(self, feats: Sequence[dict], head: Callable, bs: int) -> np.ndarray:
+        import torch
+
+        chunks: list[np.ndarray] = []
+        start = 0
+        ac_dtype = None if self.dtype in ("fp32", "fp16") else torch_dtype(self.dtype)
+        device_type = self.device.split(":")[0]
+        while start < len(feats):
+            part = feats[start : start + bs]
+            batch = {k: v.to(self.device) for k, v in self.pad(part).items()}
+            try:
+                with torch.inference_mode(), (
+                    torch.autocast(device_type, dtype=ac_dtype) if ac_dtype is not None else nullcontext()
+                ):
+                    out = head(self.model, batch)
+                chunks.append(out.detach().float().cpu().numpy())
+            except Exception as err:
+                if not is_oom(err):
+                    raise
+                del batch
+                if device_type == "cuda":
+                    torch.cuda.empty_cache()
+                if bs == 1:
+                    raise EvalkitError(
+                        f"out of memory on {self.device} even at batch size 1 (longest input {len(part[0]['input_ids'])} tokens): "
+                        "lower --max-length, use --dtype bf16/fp16, or a device with more memory"
+                    ) from err
+                bs = max(1, bs // 2)
+                self.config.stats["oom_retries"] += 1
+                log.warning("out of memory on %s: retrying with batch size %d", self.device, bs)
+                continue
+            self.config.stats["batches"] += 1
+            start += len(part)
+        return np.concatenate(chunks, axis=0)
+
+    # -- several devices: one worker process per device
+    def _run_parallel(self, feats: Sequence[dict], head: Callable, bs: int) -> np.ndarray:
+        if self._pool is None:
+            import torch.multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            self._pool = [_Worker(ctx, self.config, d) for d in self.devices]
+        batches = [feats[i : i + bs] for i in range(0, len(feats), bs)]
+        # deal whole batches round-robin so every device gets long and short ones
+        shares = [[j for j in range(len(batches)) if j % len(self._pool) == w] for w in range(len(self._pool))]
+        for w, idxs in zip(self._pool, shares):
+            w.send([f for j in idxs for f in batches[j]], head, bs)
+        results = [w.receive() for w in self._pool]
+        parts: list[np.ndarray | None] = [None] * len(batches)
+        for idxs, res in zip(shares, results):
+            pos = 0
+            for j in idxs:
+                parts[j] = res[pos : pos + len(batches[j])]
+                pos += len(batches[j])
+        return np.concatenate(parts, axis=0)
+
+    def close(self) -> None:
+        for w in self._pool or []:
+            w.stop()
+        self._pool = None
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class _Worker:
+    def __init__(self, ctx, config: CoreConfig, device: str):
+        self.inq, self.outq = ctx.Queue(), ctx.Queue()
+        self.proc = ctx.Process(target=_worker_main, args=(config, device, self.inq, self.outq), daemon=True)
+        self.proc.start()
+
+    def send(self, feats, head, bs):
+        self.inq.put((list(feats), head, bs))
+
+    def receive(self) -> np.ndarray:
+        kind, payload = self.outq.get()
+        if kind == "error":
+            raise EvalkitError(payload)
+        return payload
+
+    def stop(self):
+        if self.proc.is_alive():
+            self.inq.put(None)
+            self.proc.join(timeout=10)
+
+
+def _worker_main(config: CoreConfig, device: str, inq, outq):  # pragma: no cover - runs in a subprocess
+    try:
+        core = Core(CoreConfig(**{**config.__dict__, "stats": {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0}}), [device])
+    except Exception as e:
+        outq.put(("error", f"worker on {device} could not load the model: {e}"))
+        return
+    while True:
+        job = inq.get()
+        if job is None:
+            return
+        feats, head, bs = job
+        try:
+            outq.put(("ok", core._run_sorted(feats, head, bs) if feats else np.zeros((0,), np.float32)))
+        except Exception as e:
+            outq.put(("error", f"worker on {device}: {type(e).__name__}: {e}"))

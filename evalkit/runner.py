@@ -1,0 +1,215 @@
+"""Run a model over tasks with mteb's evaluators; write one result file per task; skip what is done."""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from evalkit.errors import EvalkitError
+from evalkit.results import atomic_write_json, read_result, result_dir
+
+log = logging.getLogger("evalkit")
+
+
+@dataclass
+class RunOptions:
+    output: Path = Path("results")
+    overwrite: bool = False
+    batch_size: int = 64
+    dtype: str | None = None
+    device: str | None = None
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    variant: str | None = None
+    seed: int = 42
+    # (task_spec, mteb_task) -> per-text prefix function for the adapter, or None (see evalkit.fewshot)
+    prefix_factory: Callable | None = None
+    extra_meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    task: str
+    type: str
+    status: str  # done | skipped | failed
+    scores: dict = field(default_factory=dict)  # "split/subset" -> main score (0..1)
+    message: str = ""
+    path: Path | None = None
+    encoded: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("evalkit", "mteb", "torch", "transformers", "sentence-transformers", "datasets", "scikit-learn", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def set_seeds(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def folder_lock(folder: Path):
+    """One writer per result folder: a second run on the same folder stops with a clear message."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / ".lock", "a+")
+    except OSError as e:
+        raise EvalkitError(f"cannot write to {folder} ({e.strerror}): choose a writable --output folder") from e
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise EvalkitError(f"{folder} is being written by another evalkit run ({holder}): wait for it or use another --output") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def make_embedder(spec, opts: RunOptions):
+    from evalkit.cache import EmbeddingCache
+    from evalkit.models.embedder import Embedder
+
+    cache = EmbeddingCache(opts.cache_dir) if opts.use_cache else None
+    return Embedder(
+        spec.locate(), pooling=spec.pooling, normalize=spec.normalize, max_length=spec.max_length,
+        dtype=opts.dtype or spec.dtype, batch_size=opts.batch_size, devices=opts.device,
+        padding_side=spec.padding_side, trust_remote_code=spec.trust_remote_code, cache=cache,
+        model_id=spec.hub_id or spec.name, revision=spec.revision,
+    )
+
+
+def run_tasks(spec, task_specs, opts: RunOptions, embedder=None, on_outcome: Callable | None = None) -> list[Outcome]:
+    """Evaluate `spec` on each task; a task's failure is recorded and the others still run."""
+    import mteb
+
+    from evalkit.models.adapters import EmbeddingAdapter
+    from evalkit.tasks import build_task
+
+    if opts.batch_size is None or int(opts.batch_size) < 1:
+        raise EvalkitError(f"batch size must be a positive integer, got {opts.batch_size!r}")
+    embedder = embedder or make_embedder(spec, opts)
+    folder = result_dir(opts.output, spec.result_name, embedder.revision, opts.variant)
+    outcomes: list[Outcome] = []
+    with folder_lock(folder):
+        for ts in task_specs:
+            t0 = time.time()
+            path = folder / f"{ts.name}.json"
+            done = None if opts.overwrite else read_result(path)
+            if done is not None:
+                from evalkit.results import main_scores
+
+                out = Outcome(ts.name, ts.type, "skipped", main_scores(done), "already done", path)
+                outcomes.append(out)
+                on_outcome and on_outcome(out)
+                continue
+            before = dict(embedder.counts)
+            try:
+                set_seeds(opts.seed)
+                task = build_task(ts)
+                prefix_fn = opts.prefix_factory(ts, task) if opts.prefix_factory else None
+                adapter = EmbeddingAdapter(spec, embedder, task_instructions={ts.name: ts.instruction} if ts.instruction else None, prefix_fn=prefix_fn)
+                res = _evaluate(mteb, adapter, task, ts, opts)
+                doc = _result_doc(res, spec, embedder, opts, ts)
+                atomic_write_json(path, doc)
+                from evalkit.results import main_scores
+
+                out = Outcome(ts.name, ts.type, "done", main_scores(doc), "", path)
+            except EvalkitError as e:
+                out = Outcome(ts.name, ts.type, "failed", message=str(e))
+            out.encoded = embedder.counts["encoded"] - before["encoded"]
+            out.cached = embedder.counts["cached"] - before["cached"]
+            out.seconds = time.time() - t0
+            if out.status == "done":
+                log.info("%s: %d texts encoded, %d from cache, %.1fs", ts.name, out.encoded, out.cached, out.seconds)
+            outcomes.append(out)
+            on_outcome and on_outcome(out)
+    return outcomes
+
+
+def _evaluate(mteb, adapter, task, ts, opts):
+    try:
+        result = mteb.evaluate(
+            adapter, task, cache=None, overwrite_strategy="always", raise_error=True, show_progress_bar=False,
+            co2_tracker=False, encode_kwargs={"batch_size": int(opts.batch_size), "show_progress_bar": False},
+        )
+    except EvalkitError:
+        raise
+    except Exception as e:
+        if ts.source == "hub":
+            raise EvalkitError(
+                f"task {ts.name}: its data could not be loaded from the Hugging Face hub ({type(e).__name__}): "
+                "mirror it into the data folder (EVALKIT_DATA) or run where the hub is reachable"
+            ) from e
+        raise
+    if not result.task_results:
+        raise EvalkitError(f"task {ts.name}: mteb returned no result")
+    return result.task_results[0]
+
+
+def _result_doc(res, spec, embedder, opts: RunOptions, ts) -> dict:
+    doc = res.model_dump(mode="json")
+    doc["date"] = res.date.timestamp() if res.date else None
+    res._round_scores(doc["scores"], 6)
+    doc["evalkit"] = {
+        "model": spec.name,
+        "hub_id": spec.hub_id,
+        "model_revision": embedder.revision,
+        "weights": embedder.namespace_fields["weights"],
+        "pooling": embedder.pooling,
+        "max_length": embedder.max_length,
+        "dtype": embedder.dtype,
+        "batch_size": int(opts.batch_size),
+        "seed": opts.seed,
+        "variant": opts.variant,
+        "data_source": ts.source,
+        "instruction": ts.instruction if spec.task_instructions else None,
+        "versions": versions(),
+        **opts.extra_meta,
+    }
+    return doc
+
+
+def published_scores() -> dict:
+    from evalkit.tasks import data_root
+
+    root = data_root()
+    if root is None or not (root / "published_scores.json").is_file():
+        return {}
+    try:
+        return json.loads((root / "published_scores.json").read_text())
+    except ValueError:
+        return {}
+
+
+def published_for(pub: dict, task: str, result_name: str) -> dict[str, float]:
+    """{'split/subset': score x100} of the published record, if any."""
+    return {k: v["main_score"] for k, v in pub.get(task, {}).get(result_name, {}).items()}
