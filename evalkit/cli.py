@@ -97,12 +97,12 @@ def cmd_run(args) -> int:
             print(f"[{i}/{n}] {o.task}: {s} ({extra})", file=sys.stderr, flush=True)
 
     outcomes = run_tasks(spec, specs, opts, embedder=embedder, on_outcome=progress)
-    print_outcomes(outcomes, spec)
+    if any(o.status != "failed" for o in outcomes):
+        print_outcomes(outcomes, spec)
     failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
+    if failed and n > 1:
         print(f"evalkit: {len(failed)} of {n} tasks failed: {', '.join(o.task for o in failed)}", file=sys.stderr)
-        return 2
-    return 0
+    return 2 if failed else 0
 
 
 def cmd_list(args) -> int:
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cache", action="store_true")
     r.add_argument("--cache-dir")
     r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     r.set_defaults(func=cmd_run)
 
     li = sub.add_parser("list", help="list models, tasks or suites")

@@ -351,11 +351,39 @@ def _generic_task(spec: TaskSpec, splits: list[str]):
     return type(f"UserTask_{spec.type}", (base,), {"metadata": meta})()
 
 
+_HUB_STATE: dict[str, bool] = {}
+
+
+def hub_offline_mode() -> bool:
+    return any(os.environ.get(v, "0") not in ("0", "", "false", "False") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect (asked once per process)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if url not in _HUB_STATE:
+        host = urlparse(url).hostname or "huggingface.co"
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _HUB_STATE[url] = True
+        except OSError:
+            _HUB_STATE[url] = False
+    return _HUB_STATE[url]
+
+
 def build_task(spec: TaskSpec):
     """The mteb task for `spec`, with local data loaded (hub tasks load their own data when run)."""
     import mteb
 
     if spec.source == "hub":
+        if not hub_offline_mode() and not hub_reachable():
+            raise EvalkitError(
+                f"task {spec.name} loads its data from the Hugging Face hub, which cannot be reached: "
+                "mirror it into the data folder (EVALKIT_DATA), or set HF_HUB_OFFLINE=1 if it is in your HF cache"
+            )
         try:
             kw = {}
             if spec.subsets:

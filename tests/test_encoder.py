@@ -1,0 +1,168 @@
+"""The encoder core and FlagModel: reference parity, pooling, ordering, OOM back-off, devices."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evalkit import EvalkitError, FlagModel
+from evalkit.models.encoder import Core, CoreConfig, EmbedHead, pool
+
+INSTR = "Represent this sentence for searching relevant passages: "
+QUERIES = ["the bank card", "a king and the queen of the river city", "music", "happy sad good bad film about the king"]
+DOCS = ["the protein of the cell is a gene", "a", "money transfer to the bank account balance is good for the city"] * 3
+
+
+def reference_bge(path, texts, instruction=None):
+    """The BGE model card's plain-transformers recipe: CLS of the last hidden state, L2-normalised."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    if instruction:
+        texts = [instruction + q for q in texts]
+    enc = tok(texts, padding=True, truncation=True, return_tensors="pt", max_length=512)
+    with torch.no_grad():
+        out = model(**enc)
+    return torch.nn.functional.normalize(out[0][:, 0], p=2, dim=1).numpy()
+
+
+def test_encode_queries_matches_bge_reference(tiny_bert):
+    m = FlagModel(str(tiny_bert), query_instruction_for_retrieval=INSTR, batch_size=3)
+    got = m.encode_queries(QUERIES)
+    assert got.dtype == np.float32 and got.shape == (len(QUERIES), 32)
+    np.testing.assert_allclose(got, reference_bge(tiny_bert, QUERIES, INSTR), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_encode_corpus_never_gets_the_instruction(tiny_bert):
+    m = FlagModel(str(tiny_bert), query_instruction_for_retrieval=INSTR)
+    np.testing.assert_allclose(m.encode_corpus(DOCS), reference_bge(tiny_bert, DOCS), atol=1e-5)
+    np.testing.assert_allclose(m.encode(DOCS), reference_bge(tiny_bert, DOCS), atol=1e-5)
+    one = m.encode_corpus({"title": "the cell", "text": "a gene"})
+    np.testing.assert_allclose(one, reference_bge(tiny_bert, ["the cell a gene"])[0], atol=1e-5)
+
+
+def test_order_and_batch_size_do_not_change_vectors(tiny_bert):
+    texts = QUERIES + DOCS
+    a = FlagModel(str(tiny_bert), batch_size=1).encode(texts)
+    b = FlagModel(str(tiny_bert), batch_size=64).encode(texts)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    rev = FlagModel(str(tiny_bert), batch_size=2).encode(texts[::-1])
+    np.testing.assert_allclose(rev[::-1], a, atol=1e-5)
+    single = FlagModel(str(tiny_bert)).encode(texts[1])
+    assert single.shape == (32,)
+
+
+def test_mean_pooling_equals_sentence_transformers_minilm(minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["A man is playing a guitar.", "The new movie is awesome", "short", "Mutation adds new genetic variation " * 30]
+    ref = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=2, convert_to_numpy=True)
+    got = FlagModel(str(minilm_path), pooling_method="mean", max_length=256, batch_size=2).encode(texts)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_catalog_name_resolves_offline_to_the_packaged_minilm(minilm_path):
+    got = FlagModel("all-MiniLM-L6-v2", pooling_method="mean", max_length=256).encode(["hello world"])
+    ref = FlagModel(str(minilm_path), pooling_method="mean", max_length=256).encode(["hello world"])
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_last_token_pooling_left_and_right_padding_agree():
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 4)
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    expected = torch.stack([h[0, 2], h[1, 4], h[2, 0]])
+    torch.testing.assert_close(pool(h, right, "last_token"), expected)
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    torch.testing.assert_close(pool(h, left, "last_token"), h[:, -1])
+    mean = pool(h, right, "mean")
+    torch.testing.assert_close(mean[0], h[0, :3].mean(0))
+
+
+def test_decoder_last_token_left_equals_right_padding(tiny_decoder):
+    texts = ["the query", "given a web search query retrieve relevant passages", "yes"]
+    r = FlagModel(str(tiny_decoder), pooling_method="last_token", padding_side="right").encode(texts)
+    l = FlagModel(str(tiny_decoder), pooling_method="last_token", padding_side="left").encode(texts)
+    np.testing.assert_allclose(r, l, atol=1e-5)
+
+
+def test_oom_backs_off_to_smaller_batches(tiny_bert, monkeypatch):
+    m = FlagModel(str(tiny_bert), batch_size=8)
+    ref = m.encode(DOCS + QUERIES)
+    net = m.model
+    real = net.forward
+    seen = []
+
+    def forward(*a, **kw):
+        n = kw["input_ids"].shape[0]
+        seen.append(n)
+        if n > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(net, "forward", forward)
+    m2 = FlagModel(str(tiny_bert), batch_size=8)
+    m2.embedder._core = m.embedder.core  # same network, patched
+    got = m2.encode(DOCS + QUERIES)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert max(seen) == 7 and seen[-1] <= 2  # 7 distinct texts, first tried in one batch and m.embedder.core.config.stats["oom_retries"] >= 2
+
+
+def test_oom_at_batch_size_one_is_a_clear_error(tiny_bert, monkeypatch):
+    m = FlagModel(str(tiny_bert), batch_size=4)
+    net = m.model
+
+    def forward(*a, **kw):
+        raise torch.OutOfMemoryError("out of memory")
+
+    monkeypatch.setattr(net, "forward", forward)
+    with pytest.raises(EvalkitError, match="out of memory .* batch size 1"):
+        m.encode(["the bank"])
+
+
+def test_nan_embeddings_are_refused(tiny_bert, monkeypatch):
+    m = FlagModel(str(tiny_bert))
+    net = m.model
+    real = net.forward
+
+    def forward(*a, **kw):
+        out = real(*a, **kw)
+        out.last_hidden_state[:] = float("nan")
+        return out
+
+    monkeypatch.setattr(net, "forward", forward)
+    with pytest.raises(EvalkitError, match="NaN or infinite"):
+        m.encode(["the bank"])
+
+
+def test_batch_size_zero_is_refused(tiny_bert):
+    with pytest.raises(EvalkitError, match="batch size"):
+        FlagModel(str(tiny_bert), batch_size=0)
+
+
+def test_two_devices_give_the_same_vectors(tiny_bert):
+    """One worker process per device (here two CPU workers stand in for two GPUs)."""
+    texts = [f"{w} the bank {i}" for i, w in enumerate(["king", "queen", "river", "city"] * 5)]
+    one = FlagModel(str(tiny_bert), batch_size=4, devices="cpu").encode(texts)
+    m = FlagModel(str(tiny_bert), batch_size=4, devices=["cpu", "cpu"])
+    two = m.encode(texts)
+    m.stop_self_pool()
+    np.testing.assert_allclose(one, two, atol=1e-6)
+
+
+def test_bf16_is_close_to_fp32(minilm_path):
+    texts = ["A man is playing a guitar.", "The new movie is awesome", "Mutation adds new genetic variation " * 10]
+    a = FlagModel(str(minilm_path), pooling_method="mean", dtype="fp32").encode(texts)
+    b = FlagModel(str(minilm_path), pooling_method="mean", dtype="bf16").encode(texts)
+    assert (np.sum(a * b, axis=1) > 0.99).all()
+    with pytest.raises(EvalkitError, match="fp16 is for GPUs"):
+        FlagModel(str(minilm_path), dtype="fp16", devices="cpu")
+
+
+def test_duplicates_are_encoded_once(tiny_bert):
+    m = FlagModel(str(tiny_bert))
+    out = m.encode(["a", "b", "a", "a"])
+    np.testing.assert_array_equal(out[0], out[2])
+    assert m.embedder.core.config.stats["texts"] == 2
