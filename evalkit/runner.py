@@ -120,6 +120,8 @@ def run_tasks(spec, task_specs, opts: RunOptions, embedder=None, on_outcome: Cal
     folder = result_dir(opts.output, spec.result_name, embedder.revision, opts.variant)
     outcomes: list[Outcome] = []
     with folder_lock(folder):
+        for stale in folder.glob(".*.tmp"):  # left by a run killed mid-write; never read as results
+            stale.unlink(missing_ok=True)
         for ts in task_specs:
             t0 = time.time()
             path = folder / f"{ts.name}.json"
@@ -132,13 +134,20 @@ def run_tasks(spec, task_specs, opts: RunOptions, embedder=None, on_outcome: Cal
                 on_outcome and on_outcome(out)
                 continue
             before = dict(embedder.counts)
+            stats_before = dict(embedder.config.stats)
             try:
                 set_seeds(opts.seed)
                 task = build_task(ts)
                 prefix_fn = opts.prefix_factory(ts, task) if opts.prefix_factory else None
                 adapter = EmbeddingAdapter(spec, embedder, task_instructions={ts.name: ts.instruction} if ts.instruction else None, prefix_fn=prefix_fn)
                 res = _evaluate(mteb, adapter, task, ts, opts)
-                doc = _result_doc(res, spec, embedder, opts, ts)
+                work = {
+                    "encoded_texts": embedder.counts["encoded"] - before["encoded"],
+                    "cached_texts": embedder.counts["cached"] - before["cached"],
+                    "encoded_tokens": embedder.config.stats["tokens"] - stats_before["tokens"],
+                    "encode_seconds": round(embedder.config.stats["seconds"] - stats_before["seconds"], 3),
+                }
+                doc = _result_doc(res, spec, embedder, opts, ts, work)
                 atomic_write_json(path, doc)
                 from evalkit.results import main_scores
 
@@ -175,7 +184,7 @@ def _evaluate(mteb, adapter, task, ts, opts):
     return result.task_results[0]
 
 
-def _result_doc(res, spec, embedder, opts: RunOptions, ts) -> dict:
+def _result_doc(res, spec, embedder, opts: RunOptions, ts, work: dict) -> dict:
     doc = res.model_dump(mode="json")
     doc["date"] = res.date.timestamp() if res.date else None
     res._round_scores(doc["scores"], 6)
@@ -193,6 +202,7 @@ def _result_doc(res, spec, embedder, opts: RunOptions, ts) -> dict:
         "data_source": ts.source,
         "instruction": ts.instruction if spec.task_instructions else None,
         "versions": versions(),
+        "work": work,
         **opts.extra_meta,
     }
     return doc

@@ -213,6 +213,26 @@ def load_sts(folder: Path, split: str, min_score: float, max_score: float):
     )
 
 
+def list_columns(ds):
+    """The same Dataset, whose `ds[column]` is a plain list read once.
+
+    datasets 5 returns a lazy Arrow column that mteb's classification code (undersampling, sklearn)
+    reads element by element; a list reads at Python speed and changes no score.
+    """
+    from datasets import Dataset
+
+    class ListColumnDataset(Dataset):
+        def __getitem__(self, key):
+            if isinstance(key, str):
+                cols = self.__dict__.setdefault("_evalkit_columns", {})
+                if key not in cols:
+                    cols[key] = list(super().__getitem__(key))
+                return cols[key]
+            return super().__getitem__(key)
+
+    return ListColumnDataset(ds.data, info=ds.info, split=ds.split, indices_table=ds._indices, fingerprint=ds._fingerprint)
+
+
 def load_classification(folder: Path, split: str):
     from datasets import Dataset
 
@@ -221,7 +241,7 @@ def load_classification(folder: Path, split: str):
     _need(rows, path, ("text", "label"))
     if not rows:
         raise EvalkitError(f"{path} is empty")
-    return Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]})
+    return list_columns(Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}))
 
 
 def load_pairs(folder: Path, split: str):

@@ -16,6 +16,7 @@ from evalkit.errors import EvalkitError
 from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, resolve_devices, resolve_dtype
 
 log = logging.getLogger("evalkit")
+COMMIT_EVERY = 1024  # texts encoded between two cache commits
 
 
 class Embedder:
@@ -90,12 +91,23 @@ class Embedder:
         missing = [i for i in range(len(distinct)) if i not in found]
         vectors: np.ndarray | None = None
         if missing:
-            new = self.encode_uncached([distinct[i] for i in missing], batch_size, ml)
-            vectors = np.empty((len(distinct), new.shape[1]), dtype=np.float32)
-            vectors[np.asarray(missing, dtype=np.int64)] = new
             if use_cache:
                 self.cache.register(self.namespace, self.namespace_fields)
-                self.cache.put_many(self.namespace, [distinct[i] for i in missing], new)
+            texts_m = [distinct[i] for i in missing]
+            feats = self.core.tokenize(texts_m, ml)
+            # longest first, in slices that are each committed to the cache: a run killed in the
+            # middle of a large corpus keeps every finished slice
+            order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]))
+            step = max(COMMIT_EVERY, 4 * int(batch_size or self.config.batch_size) * len(self.devices))
+            for s in range(0, len(order), step):
+                idx = order[s : s + step]
+                part_texts = [texts_m[i] for i in idx]
+                out = self._run([feats[i] for i in idx], part_texts, batch_size)
+                if vectors is None:
+                    vectors = np.empty((len(distinct), out.shape[1]), dtype=np.float32)
+                vectors[np.asarray([missing[i] for i in idx], dtype=np.int64)] = out
+                if use_cache:
+                    self.cache.put_many(self.namespace, part_texts, out)
         for i, v in found.items():
             if vectors is None:
                 vectors = np.empty((len(distinct), v.shape[0]), dtype=np.float32)
@@ -107,9 +119,12 @@ class Embedder:
         return vectors[inverse]
 
     def encode_uncached(self, texts: Sequence[str], batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
-        core = self.core
-        feats = core.tokenize(list(texts), int(max_length or self.max_length))
-        out = core.run(feats, EmbedHead(self.pooling, self.normalize), batch_size)
+        """Vectors of `texts` straight from the network (no cache, no dedup)."""
+        feats = self.core.tokenize(list(texts), int(max_length or self.max_length))
+        return self._run(feats, texts, batch_size)
+
+    def _run(self, feats, texts: Sequence[str], batch_size: int | None) -> np.ndarray:
+        out = self.core.run(feats, EmbedHead(self.pooling, self.normalize), batch_size)
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             raise EvalkitError(

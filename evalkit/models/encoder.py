@@ -8,6 +8,7 @@ Out-of-memory halves the batch and retries; several devices get one worker proce
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ class CoreConfig:
     batch_size: int = 256
     padding_side: str | None = None
     trust_remote_code: bool = False
-    stats: dict = field(default_factory=lambda: {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0})
+    stats: dict = field(default_factory=lambda: {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0, "seconds": 0.0})
 
 
 class Core:
@@ -210,6 +211,7 @@ class Core:
             raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
         if len(feats) == 0:
             return np.zeros((0,), dtype=np.float32)
+        t0 = time.perf_counter()
         order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]))
         sorted_feats = [feats[i] for i in order]
         bs = int(batch_size or self.batch_size)
@@ -221,6 +223,7 @@ class Core:
         result[np.asarray(order)] = outs
         self.config.stats["texts"] += len(feats)
         self.config.stats["tokens"] += int(sum(len(f["input_ids"]) for f in feats))
+        self.config.stats["seconds"] += time.perf_counter() - t0
         return result
 
     def _run_sorted(self, feats: Sequence[dict], head: Callable, bs: int) -> np.ndarray:
@@ -314,7 +317,7 @@ class _Worker:
 
 def _worker_main(config: CoreConfig, device: str, inq, outq):  # pragma: no cover - runs in a subprocess
     try:
-        core = Core(CoreConfig(**{**config.__dict__, "stats": {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0}}), [device])
+        core = Core(CoreConfig(**{**config.__dict__, "stats": {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0, "seconds": 0.0}}), [device])
     except Exception as e:
         outq.put(("error", f"worker on {device} could not load the model: {e}"))
         return

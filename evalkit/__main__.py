@@ -1,0 +1,4 @@
+from evalkit.cli import main
+import sys
+
+sys.exit(main())
