@@ -1,0 +1,81 @@
+"""The persistent embedding cache: keys, reuse across runs, concurrency, CLI."""
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from evalkit.cache import EmbeddingCache
+from evalkit.cli import main
+from evalkit.models.embedder import Embedder
+from tests.conftest import write_jsonl
+
+
+def test_vectors_come_back_bit_identical_and_are_not_reencoded(tiny_bert, tmp_path):
+    cache = EmbeddingCache(tmp_path / "c")
+    e1 = Embedder(tiny_bert, cache=cache)
+    a = e1.embed(["the bank", "a card", "the bank"])
+    assert e1.counts == {"encoded": 2, "cached": 0, "duplicates": 1}
+    e2 = Embedder(tiny_bert, cache=EmbeddingCache(tmp_path / "c"))
+    b = e2.embed(["a card", "the bank", "the river"])
+    assert e2.counts["encoded"] == 1 and e2.counts["cached"] == 2
+    np.testing.assert_array_equal(b[0], a[1])
+    np.testing.assert_array_equal(b[1], a[0])
+
+
+def test_cached_run_never_loads_the_model(tiny_bert, tmp_path):
+    Embedder(tiny_bert, cache=EmbeddingCache(tmp_path / "c")).embed(["the bank", "a card"])
+    e = Embedder(tiny_bert, cache=EmbeddingCache(tmp_path / "c"))
+    e.embed(["a card"])
+    assert e._core is None
+
+
+@pytest.mark.parametrize("change", [{"pooling": "mean"}, {"max_length": 16}, {"dtype": "bf16"}, {"normalize": False}])
+def test_everything_that_changes_a_vector_changes_the_key(tiny_bert, tmp_path, change):
+    base = Embedder(tiny_bert, cache=EmbeddingCache(tmp_path / "c"))
+    other = Embedder(tiny_bert, cache=EmbeddingCache(tmp_path / "c"), **change)
+    assert base.namespace != other.namespace
+    base.embed(["the bank"])
+    other.embed(["the bank"])
+    assert other.counts["cached"] == 0
+
+
+def _writer(args):
+    path, root, offset = args
+    e = Embedder(path, cache=EmbeddingCache(root), batch_size=8)
+    texts = [f"the bank {i}" for i in range(offset, offset + 300)]
+    return e.embed(texts).sum()
+
+
+def test_two_processes_write_the_same_cache(tiny_bert, tmp_path):
+    root = tmp_path / "c"
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_writer, [(str(tiny_bert), str(root), 0), (str(tiny_bert), str(root), 150)])
+    e = Embedder(tiny_bert, cache=EmbeddingCache(root))
+    e.embed([f"the bank {i}" for i in range(450)])
+    assert e.counts == {"encoded": 0, "cached": 450, "duplicates": 0}
+
+
+def test_cache_cli_stats_and_clear(tiny_bert, tmp_path, capsys):
+    task = tmp_path / "t"
+    write_jsonl(task / "test.jsonl", [{"sentence1": f"the bank {i}", "sentence2": f"a card {i}", "score": i % 5} for i in range(10)])
+    (task / "task.yaml").write_text("name: T\ntype: STS\n")
+    c = str(tmp_path / "c")
+    assert main(["run", "--model", str(tiny_bert), "--tasks", str(task), "--output", str(tmp_path / "r"), "--cache-dir", c]) == 0
+    capsys.readouterr()
+    assert main(["cache", "stats", "--cache-dir", c]) == 0
+    assert "total: 20 vectors" in capsys.readouterr().out
+    assert main(["cache", "clear", "--cache-dir", c]) == 0
+    assert "cleared 20 vectors" in capsys.readouterr().out
+    assert main(["run", "--model", str(tiny_bert), "--tasks", str(task), "--output", str(tmp_path / "r2"), "--no-cache", "--cache-dir", c]) == 0
+    assert main(["cache", "stats", "--cache-dir", c]) == 0
+    assert "total: 0 vectors" in capsys.readouterr().out
+
+
+def test_a_task_instruction_is_part_of_the_key(tiny_bert, tmp_path):
+    """The key is the exact input text: the same query with and without an instruction are two vectors."""
+    e = Embedder(tiny_bert, cache=EmbeddingCache(tmp_path / "c"))
+    e.embed(["the bank"])
+    e.embed(["Represent this sentence for searching relevant passages: the bank"])
+    assert e.counts["encoded"] == 2
