@@ -9,7 +9,10 @@ ARGS    ?=
 # multi-GB CUDA build. On a GPU machine, install your CUDA torch into .venv first.
 TORCH   ?= torch==2.13.0
 
-.PHONY: install eval test report bench clean
+# published reference rows for `make report`, when the shared data folder is beside the project
+PUBLISHED ?= $(wildcard ../shared/data/published_scores.json)
+
+.PHONY: install eval test report bench clean browser
 
 $(BIN)/evalkit: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,12 +26,16 @@ install: $(BIN)/evalkit
 eval: install
 	$(BIN)/evalkit run --model $(MODEL) --suite $(SUITE) $(ARGS)
 
-test: install
+# headless Chromium (Debian's `chromium`) for the HTML report test
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: install browser
 	$(BIN)/python -m pytest -q -x $(ARGS)
 
 report: install
-	$(BIN)/evalkit report --format md --out reports/leaderboard $(ARGS)
-	$(BIN)/evalkit report --format html --out reports/leaderboard $(ARGS)
+	$(BIN)/evalkit report --format md --out reports/leaderboard $(if $(PUBLISHED),--with-published $(PUBLISHED)) $(ARGS)
+	$(BIN)/evalkit report --format html --out reports/leaderboard $(if $(PUBLISHED),--with-published $(PUBLISHED)) $(ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench.py $(ARGS)

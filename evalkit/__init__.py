@@ -1,6 +1,8 @@
 """evalkit: evaluate text embedders and rerankers with mteb's official scoring, fast."""
 from evalkit.errors import EvalkitError
 from evalkit.models.flag import FlagModel
+from evalkit.models.icl import FlagICLModel
+from evalkit.models.reranker import FlagLLMReranker, FlagReranker
 
-__all__ = ["EvalkitError", "FlagModel"]
+__all__ = ["EvalkitError", "FlagICLModel", "FlagModel", "FlagReranker", "FlagLLMReranker"]
 __version__ = "0.1.0"

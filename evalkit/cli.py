@@ -79,10 +79,17 @@ def cmd_run(args) -> int:
     spec = _model_spec(args)
     specs = _task_specs(args)
     opts = run_options(args)
-    if spec.kind in ("reranker", "llm-reranker"):
-        raise EvalkitError(
-            f"{spec.name} is a reranker: it needs a first stage, e.g. --model all-MiniLM-L6-v2 --reranker {spec.name} (see --first-stage)"
-        )
+    from evalkit.rerank import cli_run as rerank_run, is_reranker
+
+    fewshot = args.fewshot is not None or any((args.fewshot_compare, args.selector, args.selector_model))
+    if fewshot and (args.reranker or args.first_stage or is_reranker(spec)):
+        raise EvalkitError("--fewshot / --fewshot-compare evaluate an embedder: drop --reranker / --first-stage")
+    if args.reranker or args.first_stage or is_reranker(spec):  # two-stage, or a reranker on its own tasks
+        return rerank_run(args, spec, specs, opts)
+    if fewshot or spec.kind == "icl-embedder":  # few-shot settings, or an in-context model (evalkit/fewshot.py)
+        from evalkit.fewshot import cli_run as fewshot_run
+
+        return fewshot_run(args, spec, specs, opts)
     embedder = make_embedder(spec, opts)
     n = len(specs)
     counter = iter(range(1, n + 1))
@@ -164,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cache", action="store_true")
     r.add_argument("--cache-dir")
     r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--reranker", help="rerank the top-k of --model (an embedder) with this reranker")
+    r.add_argument("--first-stage", help="with a reranker as --model: the embedder whose top-k it reranks")
+    r.add_argument("--top-k", type=int, default=100, help="candidates per query handed to the reranker (default 100)")
+    r.add_argument("--fewshot", type=int, metavar="K", help="K in-context examples per query (bge-en-icl format), its own result set")
+    r.add_argument("--selector", help="how examples are chosen: fixed | first_n | random | similar (default random; "
+                   "a comma list with --fewshot-compare)")
+    r.add_argument("--selector-model", help="the embedder that --selector similar ranks examples with (default all-MiniLM-L6-v2)")
+    r.add_argument("--fewshot-compare", metavar="K1,K2,..", help="run each K (e.g. 0,3,5) and print the comparison table")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     r.set_defaults(func=cmd_run)
 
@@ -175,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["stats", "clear"])
     c.add_argument("--cache-dir")
     c.set_defaults(func=cmd_cache)
+
+    from evalkit.report.commands import add_report_commands
+
+    add_report_commands(sub)  # report, compare, regress
     return ap
 
 

@@ -88,6 +88,14 @@ class ResultRecord:
         return mean_main_score(self.doc)
 
 
+def is_result_name(name: str) -> bool:
+    """<Task>.json, not a temporary file, model_meta.json, per-item scores or a first-stage run file."""
+    return (
+        name.endswith(".json") and not name.startswith(".") and name != "model_meta.json"
+        and not name.endswith(".items.json") and ".run_top" not in name
+    )
+
+
 def scan(results: Path) -> list[ResultRecord]:
     """Every valid result file under `results` (the folder of model folders)."""
     out = []
@@ -95,7 +103,7 @@ def scan(results: Path) -> list[ResultRecord]:
     if not results.is_dir():
         return out
     for path in sorted(results.glob("*/*/*.json")) + sorted(results.glob("*/*/experiments/*/*.json")):
-        if path.name.startswith(".") or path.name == "model_meta.json" or path.name.endswith(".items.json"):
+        if not is_result_name(path.name):
             continue
         doc = read_result(path)
         if doc is None:

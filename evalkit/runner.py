@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from evalkit.errors import EvalkitError
+from evalkit.report.items import ItemRecorder
 from evalkit.results import atomic_write_json, read_result, result_dir
 
 log = logging.getLogger("evalkit")
@@ -140,7 +141,9 @@ def run_tasks(spec, task_specs, opts: RunOptions, embedder=None, on_outcome: Cal
                 task = build_task(ts)
                 prefix_fn = opts.prefix_factory(ts, task) if opts.prefix_factory else None
                 adapter = EmbeddingAdapter(spec, embedder, task_instructions={ts.name: ts.instruction} if ts.instruction else None, prefix_fn=prefix_fn)
-                res = _evaluate(mteb, adapter, task, ts, opts)
+                with ItemRecorder(task) as items:  # <Task>.items.json: per-item scores (evalkit/report/items.py)
+                    res = _evaluate(mteb, adapter, task, ts, opts, prediction_folder=items.folder)
+                    items.write(path, res)
                 work = {
                     "encoded_texts": embedder.counts["encoded"] - before["encoded"],
                     "cached_texts": embedder.counts["cached"] - before["cached"],
@@ -164,10 +167,11 @@ def run_tasks(spec, task_specs, opts: RunOptions, embedder=None, on_outcome: Cal
     return outcomes
 
 
-def _evaluate(mteb, adapter, task, ts, opts):
+def _evaluate(mteb, adapter, task, ts, opts, prediction_folder=None):
     try:
         result = mteb.evaluate(
             adapter, task, cache=None, overwrite_strategy="always", raise_error=True, show_progress_bar=False,
+            prediction_folder=prediction_folder,
             co2_tracker=False, encode_kwargs={"batch_size": int(opts.batch_size), "show_progress_bar": False},
         )
     except EvalkitError:

@@ -140,3 +140,12 @@ def write_jsonl(path: Path, rows) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def killed_offline_en(tmp_path_factory):
+    """offline-en with the real MiniLM, killed at random moments and resumed (tests/offline_run.py);
+    its fp32 embedding cache is reused by other real-data tests (copy it before writing to it)."""
+    from tests.offline_run import killed_offline_en_run
+
+    return killed_offline_en_run(tmp_path_factory)

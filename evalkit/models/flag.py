@@ -1,7 +1,6 @@
 """FlagEmbedding's public classes, on evalkit's core: BGE model-card code runs unchanged."""
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 

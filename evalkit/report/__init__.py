@@ -1,0 +1,39 @@
+"""Reports over results/: leaderboards (markdown, CSV, HTML), run comparisons with significance
+tests, and the regression gate.
+
+- benchmarks.py  benchmark definitions from tasks/benchmarks.yaml (columns, splits, metric)
+- sources.py     rows: evalkit's result folders, published scores (JSON or an MTEB results clone)
+- tables.py      aggregation that never averages over a partial group without saying so
+- render.py      markdown / CSV / self-contained HTML (jinja2 templates in templates/, inline SVG charts)
+- items.py       per-item scores kept beside each result (<Task>.items.json), written by the runner
+- stats.py       paired randomisation test and paired bootstrap (seeded)
+- compare.py     `evalkit compare`: runs side by side, deltas, p-values
+- regress.py     `evalkit regress`: the CI gate against a committed baseline, JUnit XML
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_report(results: Path, benchmark: str | None = None, published: list[Path] | None = None, fmt: str = "md",
+                out_dir: Path | None = None, partial: str = "mark") -> str:
+    """The leaderboard of `benchmark` (default offline-en) over the runs in `results` and the
+    published sources, rendered as `fmt` (md | csv | html)."""
+    from evalkit.report.benchmarks import DEFAULT_BENCHMARK, load_benchmark
+    from evalkit.report.render import render
+    from evalkit.report.sources import load_published, load_runs
+    from evalkit.report.tables import build_table
+
+    bench = load_benchmark(benchmark or DEFAULT_BENCHMARK)
+    entries = load_runs(results)
+    for p in published or []:
+        entries += load_published(p)
+    table = build_table(entries, bench, partial=partial)
+    if not table.rows:
+        from evalkit.errors import EvalkitError
+
+        raise EvalkitError(
+            f"no scores for benchmark {bench.name} under {results}{' or in ' + ', '.join(map(str, published)) if published else ''}: "
+            f"run `evalkit run --suite ...` first, add --with-published FILE, or pick another --benchmark"
+        )
+    return render(table, fmt, out_dir)

@@ -1,0 +1,171 @@
+"""Where table rows come from: evalkit's own result folders and published reference scores.
+
+Every row is an Entry: one model (at one revision, in one variant) with, per task, the scores of
+each split/subset as {metric: value in 0..1}. Three sources:
+
+- a results folder (`results/<model>/<revision>/<Task>.json`, variants under `experiments/<variant>/`),
+- a published-scores JSON in the format of ../shared/data/published_scores.json:
+  `{task: {model: {"split/subset": {"main_score": x100, ...}}}}`; a key "split/subset(metric)" says
+  that its main_score is that metric (old mteb results); other numeric fields are further metrics (x100),
+- a clone of the public MTEB results repository (folders in the results layout; its `results/`
+  subfolder is used when present).
+Published rows are marked published and labelled "(published)".
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+from evalkit.results import ResultRecord, scan
+
+FEWSHOT = re.compile(r"^fewshot-(\d+)(?:-|$)")
+_NON_METRIC = {"hf_subset", "languages", "mteb_version", "model_revision", "evaluation_time"}
+
+
+@dataclass
+class Entry:
+    label: str
+    model: str  # the result folder name: org__name
+    revision: str | None = None
+    variant: str | None = None
+    published: bool = False
+    source: str = ""
+    # task -> "split/subset" -> {metric: value in 0..1}; metric "main_score" is the task's main score
+    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # task -> "split/subset" -> the metric named in a published key "split/subset(metric)"
+    qualified: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)  # task -> the file the scores come from
+    meta: dict = field(default_factory=dict)  # max_length, evalkit model name, ...
+
+    @property
+    def display_model(self) -> str:
+        return self.model.replace("__", "/")
+
+    @property
+    def fewshot_k(self) -> int | None:
+        m = FEWSHOT.match(self.variant or "")
+        return int(m.group(1)) if m else None
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def doc_scores(doc: dict) -> dict[str, dict[str, float]]:
+    """{"split/subset": {metric: value}} of an mteb result document (values as stored, 0..1)."""
+    out: dict[str, dict[str, float]] = {}
+    for split, entries in (doc.get("scores") or {}).items():
+        for s in entries:
+            key = f"{split}/{s.get('hf_subset', 'default')}"
+            out[key] = {k: float(v) for k, v in s.items() if k not in _NON_METRIC and _finite(v)}
+    return out
+
+
+def _label(model: str, revision: str | None, variant: str | None, published: bool, ambiguous_rev: bool) -> str:
+    name = model.replace("__", "/")
+    if ambiguous_rev and revision:
+        name += f"@{revision[:7]}"
+    if variant:
+        name += f" [{variant}]"
+    if published:
+        name += " (published)"
+    return name
+
+
+def entries_from_records(records: list[ResultRecord], published: bool, source: str) -> list[Entry]:
+    groups: dict[tuple, Entry] = {}
+    revs: dict[tuple, set] = {}
+    for r in records:
+        revs.setdefault((r.model, r.variant), set()).add(r.revision)
+    for r in records:
+        key = (r.model, r.revision, r.variant)
+        e = groups.get(key)
+        if e is None:
+            e = groups[key] = Entry(
+                label=_label(r.model, r.revision, r.variant, published, len(revs[(r.model, r.variant)]) > 1),
+                model=r.model, revision=r.revision, variant=r.variant, published=published, source=source,
+            )
+        e.scores[r.task] = doc_scores(r.doc)
+        e.paths[r.task] = r.path
+        ek = r.doc.get("evalkit") or {}
+        for k in ("max_length", "model", "hub_id", "dtype", "pooling"):
+            if ek.get(k) is not None:
+                e.meta.setdefault(k, ek[k])
+    return list(groups.values())
+
+
+def load_runs(results: Path) -> list[Entry]:
+    """One entry per model/revision/variant folder under `results` (evalkit's own runs)."""
+    return entries_from_records(scan(Path(results)), published=False, source=str(results))
+
+
+_QUAL = re.compile(r"^(?P<key>[^()]+)\((?P<metric>[^()]+)\)$")
+
+
+def normalize_metric(name: str) -> str:
+    """Old mteb metric names ("cos_sim.spearman") in mteb 2's spelling ("cosine_spearman")."""
+    name = name.strip()
+    for old, new in (("cos_sim.", "cosine_"), ("euclidean.", "euclidean_"), ("manhattan.", "manhattan_"), ("dot.", "dot_")):
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def load_published_json(path: Path) -> list[Entry]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise EvalkitError(f"cannot read published scores {path} ({e.strerror})") from e
+    except ValueError as e:
+        raise EvalkitError(f"{path} is not valid JSON ({e}): expected {{task: {{model: {{'split/subset': {{main_score}}}}}}}}") from e
+    if not isinstance(doc, dict):
+        raise EvalkitError(f"{path}: expected {{task: {{model: {{'split/subset': {{main_score}}}}}}}}")
+    entries: dict[str, Entry] = {}
+    for task, models in doc.items():
+        if not isinstance(models, dict):
+            raise EvalkitError(f"{path}: task {task!r} must map model names to scores")
+        for model, keys in models.items():
+            if not isinstance(keys, dict):
+                raise EvalkitError(f"{path}: {task} / {model} must map 'split/subset' to {{main_score: ...}}")
+            e = entries.get(model)
+            if e is None:
+                e = entries[model] = Entry(
+                    label=_label(model, None, None, True, False), model=model, published=True, source=str(path)
+                )
+            for key, rec in keys.items():
+                if not isinstance(rec, dict):
+                    continue
+                vals = {k: float(v) / 100 for k, v in rec.items() if k not in _NON_METRIC and _finite(v)}
+                if not vals:
+                    continue
+                m = _QUAL.match(key)
+                if m:
+                    metric = normalize_metric(m.group("metric"))
+                    if "main_score" in vals:
+                        e.qualified.setdefault(task, {}).setdefault(m.group("key"), {})[metric] = vals["main_score"]
+                    continue
+                e.scores.setdefault(task, {})[key] = vals
+                e.paths[task] = Path(path)
+                if rec.get("model_revision"):
+                    e.meta.setdefault("revisions", {})[task] = rec["model_revision"]
+            if task in e.qualified:
+                e.paths.setdefault(task, Path(path))
+    return list(entries.values())
+
+
+def load_published(path: Path) -> list[Entry]:
+    """Published rows from a published-scores JSON or a results-layout folder (MTEB results clone)."""
+    path = Path(path)
+    if path.is_file():
+        return load_published_json(path)
+    if path.is_dir():
+        root = path / "results" if (path / "results").is_dir() else path
+        records = scan(root)
+        if not records:
+            raise EvalkitError(f"{path} holds no result files in the layout <model>/<revision>/<Task>.json")
+        return entries_from_records(records, published=True, source=str(path))
+    raise EvalkitError(f"published scores {path} not found: give a published_scores.json or a results folder")
