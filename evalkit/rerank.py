@@ -236,7 +236,7 @@ def build_run(first_spec, embedder, ts, opts: RunOptions, top_k: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- the pipeline
-def _reranker_doc(res, rr_spec, reranker, opts: RunOptions, ts, first: dict | None) -> dict:
+def _reranker_doc(res, rr_spec, reranker, opts: RunOptions, ts, first: dict | None, pairs: int) -> dict:
     doc = res.model_dump(mode="json")
     doc["date"] = res.date.timestamp() if res.date else None
     res._round_scores(doc["scores"], 6)
@@ -253,6 +253,7 @@ def _reranker_doc(res, rr_spec, reranker, opts: RunOptions, ts, first: dict | No
         "variant": opts.variant,
         "data_source": ts.source,
         "first_stage": first,
+        "work": {"reranked_pairs": int(pairs)},
         "versions": versions(),
         **opts.extra_meta,
     }
@@ -396,7 +397,7 @@ def run_rerank(
                                 }
                             adapter = RerankerAdapter(rr_spec, reranker)
                             res = _evaluate(mteb, adapter, task, ts, replace(opts, variant=v))
-                            rdoc = _reranker_doc(res, rr_spec, reranker, replace(opts, variant=v), ts, first_meta)
+                            rdoc = _reranker_doc(res, rr_spec, reranker, replace(opts, variant=v), ts, first_meta, reranker.counts["pairs"] - before)
                             atomic_write_json(path, rdoc)
                             ro.reranked = Outcome(ts.name, ts.type, "done", main_scores(rdoc), "", path)
                         except EvalkitError as e:

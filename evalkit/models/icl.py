@@ -170,10 +170,10 @@ def examples_prefix(examples, default_instruct: str | None = None, example_forma
 
 
 class FlagICLModel:
-    """``FlagEmbedding.FlagICLModel``: bge-en-icl style embeddings, on evalkit's core.
+    """``FlagEmbedding.FlagICLModel``: bge-en-icl style embeddings, on evalkit's core. As on the model card:
 
-    >>> m = FlagICLModel("BAAI/bge-en-icl", query_instruction_for_retrieval=task, examples_for_task=examples)
-    >>> q, d = m.encode_queries(queries), m.encode_corpus(documents)
+        m = FlagICLModel("BAAI/bge-en-icl", query_instruction_for_retrieval=task, examples_for_task=examples)
+        q, d = m.encode_queries(queries), m.encode_corpus(documents)
     """
 
     def __init__(
