@@ -409,8 +409,11 @@ def test_cli_reranker_without_first_stage_fails_before_loading(monkeypatch, caps
 
 # ----------------------------------------------------------------------------- SciFact, two stages
 @pytest.fixture(scope="module")
-def scifact_two_stage(tmp_path_factory, tiny_cross_encoder, shared_data):
-    """all-MiniLM-L6-v2 on SciFact (fp32) then the tiny cross-encoder over its top 100: done once."""
+def scifact_two_stage(tmp_path_factory, tiny_cross_encoder, shared_data, killed_offline_en):
+    """all-MiniLM-L6-v2 on SciFact (fp32) then the tiny cross-encoder over its top 100: done once.
+    The embedding cache starts as a copy of the offline-en run's, which holds SciFact's vectors, so
+    the suite encodes the SciFact corpus once in all."""
+    import shutil
     import time
 
     from evalkit import rerank
@@ -420,6 +423,7 @@ def scifact_two_stage(tmp_path_factory, tiny_cross_encoder, shared_data):
     from evalkit.tasks import Registry
 
     root = tmp_path_factory.mktemp("scifact-rerank")
+    shutil.copytree(killed_offline_en["cache"], root / "cache")
     opts = RunOptions(output=root / "results", cache_dir=root / "cache", device="cpu", batch_size=64, dtype="fp32")
     first = get_spec("all-MiniLM-L6-v2")
     rr = rerank.as_reranker(get_spec(str(tiny_cross_encoder), max_length=32))  # 32 tokens: keeps 30000 pairs quick
@@ -452,7 +456,7 @@ def test_scifact_first_stage_and_run_file(scifact_two_stage):
     s = scifact_two_stage
     (o,) = s["out"]
     fo = o.first_stage
-    assert fo.status == "done" and fo.encoded == 5183 + 300
+    assert fo.status == "done" and fo.encoded + fo.cached == 5183 + 300
     # the first stage is the ordinary result: right folder, published score
     assert fo.path.parent == s["root"] / "results" / s["first"].result_name / s["first"].revision
     assert fo.scores["test/default"] == pytest.approx(0.6451, abs=5e-4)
