@@ -354,6 +354,7 @@ def real_run(tmp_path_factory, shared_data):
     return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "results": root / "results", "bank": bank, "factories": factories}
 
 
+@pytest.mark.slow
 def test_real_run_zero_vs_three_shot_table(real_run):
     assert real_run["code"] == 0, real_run["err"]
     table = real_run["out"].split("###")[0]  # the score table, not the significance table below it
@@ -368,6 +369,7 @@ def test_real_run_zero_vs_three_shot_table(real_run):
     assert re.search(r"\[3-shot similar \(all-MiniLM-L6-v2\)\] \d+ texts encoded, [1-9]\d* from cache", real_run["err"])
 
 
+@pytest.mark.slow
 def test_real_run_no_example_from_the_evaluated_split(real_run, shared_data):
     """Every example handed to every input was a train row (the row it claims to be), never a test text,
     never the input itself; the result files say the same."""
@@ -399,6 +401,7 @@ def test_real_run_no_example_from_the_evaluated_split(real_run, shared_data):
     assert checked > 2000
 
 
+@pytest.mark.slow
 def test_real_run_records_selector_and_seed(real_run):
     files = {p.parent.name + "/" + p.stem: json.loads(p.read_text()) for p in real_run["results"].rglob("*.json")
              if not p.name.endswith(".items.json") and p.name != "model_meta.json"}
