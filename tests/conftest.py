@@ -48,14 +48,14 @@ def make_wordpiece_tokenizer(folder: Path, model_max_length: int = 512):
 
 def make_bpe_tokenizer(folder: Path, padding_side: str = "right"):
     """A Llama/Mistral-style tokenizer (<s> ... , eos </s>) for tiny decoder models."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>"]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'\"-<>/()\n ")
     vocab = {t: i for i, t in enumerate(specials + WORDS + ["<instruct>", "<query>", "<response>"] + chars)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern=r"<instruct>|<query>|<response>|\w+|[^\w]", behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(r"<instruct>|<query>|<response>|\w+|[^\w]"), behavior="isolated")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(
@@ -104,7 +104,7 @@ def tiny_decoder(tmp_path_factory) -> Path:
     tok = make_bpe_tokenizer(folder)
     torch.manual_seed(2)
     cfg = MistralConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=max(tok.get_vocab().values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=2,
         sliding_window=None,
     )
