@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from evalkit.errors import EvalkitError
+from evalkit.report.items import ItemRecorder
 from evalkit.models.reranker import RERANKER_KINDS
 from evalkit.results import atomic_write_json, main_scores, read_result, result_dir
 from evalkit.runner import Outcome, RunOptions, folder_lock, set_seeds, versions
@@ -396,7 +397,9 @@ def run_rerank(
                                     "main_scores": ro.first_stage.scores if ro.first_stage else fs.get("main_scores"),
                                 }
                             adapter = RerankerAdapter(rr_spec, reranker)
-                            res = _evaluate(mteb, adapter, task, ts, replace(opts, variant=v))
+                            with ItemRecorder(task) as items:  # per-query scores, for compare/regress
+                                res = _evaluate(mteb, adapter, task, ts, replace(opts, variant=v), prediction_folder=items.folder)
+                                items.write(path, res)
                             rdoc = _reranker_doc(res, rr_spec, reranker, replace(opts, variant=v), ts, first_meta, reranker.counts["pairs"] - before)
                             atomic_write_json(path, rdoc)
                             ro.reranked = Outcome(ts.name, ts.type, "done", main_scores(rdoc), "", path)
