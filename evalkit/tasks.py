@@ -1,7 +1,8 @@
 """Task registry (YAML in tasks/) and loaders that hand local data to mteb's own tasks.
 
 A task spec names an mteb task (for metadata, splits and evaluator settings) and where its data
-come from: `local` (a folder in the MANIFEST formats) or `hub` (mteb loads it). Local data are
+come from: `local` (a folder in the MANIFEST formats), `hub` (mteb loads it) or `air-bench` (an
+AIR-Bench dataset, mirrored or from the hub: evalkit/air_bench.py). Local data are
 checked row by row and handed to mteb in the shape its evaluator reads after its own
 dataset_transform, then marked loaded.
 """
@@ -50,6 +51,7 @@ class TaskSpec:
     eval_splits: list[str] | None = None
     instruction: str | None = None
     fewshot: dict = field(default_factory=dict)
+    air_bench: dict | None = None  # source: air-bench (evalkit/air_bench.py)
     origin: str = ""
 
     @property
@@ -73,6 +75,7 @@ def _spec(name: str, entry: dict, defaults: dict, origin: str) -> TaskSpec:
         eval_splits=entry.get("eval_splits"),
         instruction=entry.get("instruction"),
         fewshot=dict(entry.get("fewshot") or {}),
+        air_bench=dict(entry["air_bench"]) if entry.get("air_bench") else None,
         origin=origin,
     )
 
@@ -279,20 +282,10 @@ def load_clustering(folder: Path, split: str):
 
 
 def load_retrieval(folder: Path, split: str) -> dict:
-    from datasets import Dataset
-
     corpus_rows = read_jsonl(folder / "corpus.jsonl")
     query_rows = read_jsonl(folder / "queries.jsonl")
-    if not corpus_rows:
-        raise EvalkitError(f"{folder / 'corpus.jsonl'} is empty: a retrieval task needs documents")
-    if not query_rows:
-        raise EvalkitError(f"{folder / 'queries.jsonl'} is empty: a retrieval task needs queries")
     _need(corpus_rows, folder / "corpus.jsonl", ("_id", "text"))
     _need(query_rows, folder / "queries.jsonl", ("_id", "text"))
-    for what, rows in (("corpus.jsonl", corpus_rows), ("queries.jsonl", query_rows)):
-        dup = [k for k, n in Counter(str(r["_id"]) for r in rows).items() if n > 1]
-        if dup:
-            raise EvalkitError(f"{folder / what}: {len(dup)} duplicate _id values (first: {dup[0]!r})")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise EvalkitError(f"missing data file {qrels_path}")
@@ -312,26 +305,43 @@ def load_retrieval(folder: Path, split: str) -> dict:
             except ValueError:
                 raise EvalkitError(f"{qrels_path}:{i}: score {row[2]!r} is not a number") from None
             qrels.setdefault(row[0], {})[row[1]] = score
+    return retrieval_split(
+        [(str(r["_id"]), r.get("title") or "", r["text"]) for r in corpus_rows],
+        [(str(r["_id"]), r["text"]) for r in query_rows],
+        qrels,
+        corpus_where=str(folder / "corpus.jsonl"),
+        queries_where=str(folder / "queries.jsonl"),
+        qrels_where=str(qrels_path),
+    )
+
+
+def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict, *, corpus_where: str, queries_where: str, qrels_where: str) -> dict:
+    """mteb's retrieval split data from (id, title, text) documents, (id, text) queries and
+    {query: {doc: relevance}}, after the checks every retrieval source must pass."""
+    from datasets import Dataset
+
+    if not corpus:
+        raise EvalkitError(f"{corpus_where} is empty: a retrieval task needs documents")
+    if not queries:
+        raise EvalkitError(f"{queries_where} is empty: a retrieval task needs queries")
+    for where, rows in ((corpus_where, corpus), (queries_where, queries)):
+        dup = [k for k, n in Counter(r[0] for r in rows).items() if n > 1]
+        if dup:
+            raise EvalkitError(f"{where}: {len(dup)} duplicate ids (first: {dup[0]!r})")
     if not qrels:
-        raise EvalkitError(f"{qrels_path} has no judgements")
-    doc_ids = {str(r["_id"]) for r in corpus_rows}
-    query_ids = {str(r["_id"]) for r in query_rows}
+        raise EvalkitError(f"{qrels_where} has no judgements")
+    doc_ids = {r[0] for r in corpus}
+    query_ids = {r[0] for r in queries}
     unknown_q = [q for q in qrels if q not in query_ids]
     unknown_d = {d for docs in qrels.values() for d in docs if d not in doc_ids}
     if unknown_q or unknown_d:
         raise EvalkitError(
-            f"{qrels_path} names {len(unknown_q)} unknown query ids and {len(unknown_d)} unknown document ids "
-            f"(first: {(unknown_q or sorted(unknown_d))[0]!r}): qrels must refer to queries.jsonl and corpus.jsonl"
+            f"{qrels_where} names {len(unknown_q)} unknown query ids and {len(unknown_d)} unknown document ids "
+            f"(first: {(unknown_q or sorted(unknown_d))[0]!r}): judgements must refer to the queries and the corpus"
         )
-    corpus = Dataset.from_dict(
-        {
-            "id": [str(r["_id"]) for r in corpus_rows],
-            "title": [r.get("title") or "" for r in corpus_rows],
-            "text": [r["text"] for r in corpus_rows],
-        }
-    )
-    queries = Dataset.from_dict({"id": [str(r["_id"]) for r in query_rows], "text": [r["text"] for r in query_rows]})
-    return {"corpus": corpus, "queries": queries, "relevant_docs": qrels, "top_ranked": None}
+    docs = Dataset.from_dict({"id": [r[0] for r in corpus], "title": [r[1] for r in corpus], "text": [r[2] for r in corpus]})
+    qs = Dataset.from_dict({"id": [r[0] for r in queries], "text": [r[1] for r in queries]})
+    return {"corpus": docs, "queries": qs, "relevant_docs": qrels, "top_ranked": None}
 
 
 # ----------------------------------------------------------------------------- building mteb tasks
@@ -343,8 +353,8 @@ def _split_present(folder: Path, typ: str, split: str) -> bool:
     return (folder / f"{split}.jsonl").is_file()
 
 
-def _generic_task(spec: TaskSpec, splits: list[str]):
-    """An mteb task class for a user's task that borrows no mteb task."""
+def generic_task(spec: TaskSpec, splits: list[str], dataset: dict | None = None, description: str | None = None, lang: str = "eng-Latn"):
+    """An mteb task for a task that borrows no mteb task (a user's folder, an AIR-Bench dataset)."""
     import mteb.abstasks as at
     from mteb.abstasks.task_metadata import TaskMetadata
 
@@ -359,13 +369,13 @@ def _generic_task(spec: TaskSpec, splits: list[str]):
         raise EvalkitError(f"task {spec.name}: type {spec.type} needs `mteb_task:` naming an mteb task to borrow its evaluator")
     meta = TaskMetadata(
         name=spec.name,
-        description=f"User task from {spec.data_dir}",
-        dataset={"path": str(spec.data_dir), "revision": "local"},
+        description=description or f"User task from {spec.data_dir}",
+        dataset=dataset or {"path": str(spec.data_dir), "revision": "local"},
         type=spec.type,
         category="t2t",
         modalities=["text"],
         eval_splits=splits,
-        eval_langs=["eng-Latn"],
+        eval_langs=[lang],
         main_score=main,
     )
     return type(f"UserTask_{spec.type}", (base,), {"metadata": meta})()
@@ -398,6 +408,10 @@ def build_task(spec: TaskSpec):
     """The mteb task for `spec`, with local data loaded (hub tasks load their own data when run)."""
     import mteb
 
+    if spec.source == "air-bench":
+        from evalkit import air_bench
+
+        return air_bench.build(spec)
     if spec.source == "hub":
         if not hub_offline_mode() and not hub_reachable():
             raise EvalkitError(
@@ -451,7 +465,7 @@ def build_task(spec: TaskSpec):
                 raise EvalkitError(f"task {spec.name}: missing data file for split {s} in {first}")
 
     if base is None:
-        task = _generic_task(spec, splits)
+        task = generic_task(spec, splits)
     else:
         kw: dict[str, Any] = {"eval_splits": splits}
         if multilingual:

@@ -104,7 +104,7 @@ CASES = [
     ("empty corpus", lambda t, m: ["--model", str(m), "--tasks", str(retrieval_task(t, [], QUERIES, [("q1", "d1")]))], "corpus.jsonl is empty"),
     ("empty queries", lambda t, m: ["--model", str(m), "--tasks", str(retrieval_task(t, DOCS, [], [("q1", "d1")]))], "queries.jsonl is empty"),
     ("qrels naming unknown ids", lambda t, m: ["--model", str(m), "--tasks", str(retrieval_task(t, DOCS, QUERIES, [("q1", "d1"), ("q9", "d1"), ("q2", "x1"), ("q2", "x2")]))], "1 unknown query ids and 2 unknown document ids"),
-    ("duplicate ids", lambda t, m: ["--model", str(m), "--tasks", str(retrieval_task(t, DOCS + DOCS[:2], QUERIES, [("q1", "d1")]))], "2 duplicate _id values"),
+    ("duplicate ids", lambda t, m: ["--model", str(m), "--tasks", str(retrieval_task(t, DOCS + DOCS[:2], QUERIES, [("q1", "d1")]))], "2 duplicate ids"),
     ("STS score outside the range", lambda t, m: ["--model", str(m), "--tasks", str(sts_task(t, rows=STS_ROWS + [{"sentence1": "a", "sentence2": "b", "score": 7.5}]))], "outside [0, 5]"),
     ("STS score not a number", lambda t, m: ["--model", str(m), "--tasks", str(sts_task(t, rows=STS_ROWS + [{"sentence1": "a", "sentence2": "b", "score": "high"}]))], "non-numeric"),
     ("label column missing", lambda t, m: ["--model", str(m), "--tasks", str(_no_label(t))], "has no label column"),
