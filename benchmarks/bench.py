@@ -1,16 +1,21 @@
-"""evalkit against plain mteb, task by task, on the same data, model and machine.
+"""evalkit against plain mteb on the same tasks, data, model and machine.
 
-For each task, alternating, each in its own process (whole process timed, start-up included):
+One process per mode runs the whole task list (whole process timed: start-up, data and model loading,
+encoding, scoring), the modes one after the other:
   mteb       plain mteb 2.26: sentence-transformers wrapper, fp32, batch 32 (the MANIFEST's method:
              mteb's own task with the local mirror handed to it)
   fp32       evalkit run, cold embedding cache, fp32
   bf16       evalkit run, cold embedding cache, bf16 autocast (CPU with AMX / GPU)
   warm       evalkit run --overwrite, fp32, with the cache the fp32 run filled
-Printed per task: wall seconds of each, the ratio to mteb, encoded tokens per second, peak memory,
-and the main scores; then the suite totals and the physical limit: MiniLM's FLOPs per token times
-the tokens encoded, against this machine's measured matmul throughput (fp32 and bf16).
+  fewshot    SciFact alone, cold cache: a zero-shot run, then a zero-shot + 3-shot pair in one process
+             (`--fewshot-compare 0,3`, examples from a small pool file written here; only the cost is
+             measured, not the quality)
+Printed per task: each mode's evaluation seconds (mteb's own evaluation_time of the task, inside the
+process), the ratio to mteb, encoded tokens per second, the main scores; per mode: whole-process wall
+time and peak memory; then the suite ratios against the issue's targets and the physical limit:
+MiniLM's FLOPs per token times the tokens encoded, against this machine's measured matmul throughput.
 
-    .venv/bin/python benchmarks/bench.py [--tasks A,B | --suite offline-en] [--modes mteb,fp32,bf16,warm]
+    .venv/bin/python benchmarks/bench.py [--tasks A,B | --suite offline-en] [--modes mteb,fp32,bf16,warm,fewshot]
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ PY = sys.executable
 
 
 # ----------------------------------------------------------------------------- workers (child processes)
-def worker_mteb(task_name: str, out: Path) -> None:
+def worker_mteb(task_names: list[str], out: Path) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -48,12 +53,16 @@ def worker_mteb(task_name: str, out: Path) -> None:
         return enc(sentences, *a, **kw)
 
     model.encode = counting_encode
-    task = build_task(Registry().task(task_name))
-    res = mteb.evaluate(model, task, cache=None, overwrite_strategy="always", show_progress_bar=False, co2_tracker=False,
-                        encode_kwargs={"batch_size": 32})
-    tr = res.task_results[0]
-    scores = {f"{sp}/{s['hf_subset']}": s["main_score"] for sp, ss in tr.scores.items() for s in ss}
-    out.write_text(json.dumps({"scores": scores, "texts": counted["texts"]}))
+    reg, rows = Registry(), {}
+    for name in task_names:
+        before = counted["texts"]
+        task = build_task(reg.task(name))
+        res = mteb.evaluate(model, task, cache=None, overwrite_strategy="always", show_progress_bar=False, co2_tracker=False,
+                            encode_kwargs={"batch_size": 32})
+        tr = res.task_results[0]
+        scores = {f"{sp}/{s['hf_subset']}": s["main_score"] for sp, ss in tr.scores.items() for s in ss}
+        rows[name] = {"scores": scores, "texts": counted["texts"] - before, "seconds": tr.evaluation_time}
+    out.write_text(json.dumps(rows))
 
 
 def run_child(argv: list[str], env: dict | None = None) -> dict:
@@ -69,11 +78,11 @@ def run_child(argv: list[str], env: dict | None = None) -> dict:
     return {"wall": wall, "peak_mb": ru.ru_maxrss / 1024}
 
 
-def evalkit_result(out_dir: Path, task: str) -> dict:
-    path = next(out_dir.rglob(f"{task}.json"))
-    doc = json.loads(path.read_text())
+def evalkit_result(out_dir: Path, task: str, variant: str | None = None) -> dict:
+    paths = [p for p in out_dir.rglob(f"{task}.json") if (variant in p.parts if variant else "experiments" not in p.parts)]
+    doc = json.loads(paths[0].read_text())
     scores = {f"{sp}/{s['hf_subset']}": s["main_score"] for sp, ss in doc["scores"].items() for s in ss}
-    return {"scores": scores, **doc["evalkit"]["work"]}
+    return {"scores": scores, "seconds": doc.get("evaluation_time") or 0.0, **doc["evalkit"]["work"]}
 
 
 # ----------------------------------------------------------------------------- the physical limit
@@ -99,84 +108,122 @@ def minilm_flops(tokens: int, seq_len: float) -> float:
 
 
 # ----------------------------------------------------------------------------- driver
+def evalkit_run(argv_tail: list[str]) -> dict:
+    return run_child([str(Path(PY).parent / "evalkit"), "run", "--model", "all-MiniLM-L6-v2", *argv_tail])
+
+
+def fewshot_pool(work: Path, tasks_dir: Path) -> Path:
+    """A tasks folder where SciFact has a 3-example pool file: claims written for the benchmark,
+    each with a SciFact passage as its response (the mirror has no train split to draw from)."""
+    import yaml
+
+    from evalkit.tasks import data_root, read_jsonl
+
+    docs = read_jsonl(data_root() / "SciFact" / "corpus.jsonl")[:3]
+    claims = ["Aspirin lowers the risk of heart attack.", "Vitamin D deficiency is linked to bone loss.", "Exercise improves insulin sensitivity."]
+    examples = [{"query": c, "response": (d.get("title", "") + " " + d["text"]).strip()} for c, d in zip(claims, docs)]
+    (work / "scifact-examples.json").write_text(json.dumps(examples))
+    folder = work / "tasks"
+    shutil.copytree(tasks_dir, folder)
+    doc = yaml.safe_load((folder / "offline.yaml").read_text())
+    doc["tasks"]["SciFact"]["fewshot"] = {"file": str(work / "scifact-examples.json")}
+    (folder / "offline.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default="offline-en")
     ap.add_argument("--tasks")
-    ap.add_argument("--modes", default="mteb,fp32,bf16,warm")
+    ap.add_argument("--modes", default="mteb,fp32,bf16,warm,fewshot")
     ap.add_argument("--json", help="also write the measurements here")
-    ap.add_argument("--worker-mteb", nargs=2, metavar=("TASK", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker-mteb", nargs=2, metavar=("TASKS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker_mteb:
-        return worker_mteb(args.worker_mteb[0], Path(args.worker_mteb[1]))
+        return worker_mteb(args.worker_mteb[0].split(","), Path(args.worker_mteb[1]))
 
     sys.path.insert(0, str(ROOT))
-    from evalkit.tasks import Registry
+    from evalkit.tasks import Registry, tasks_dir
 
     reg = Registry()
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else [t.name for t in reg.suite(args.suite)]
     modes = args.modes.split(",")
+    if "warm" in modes and "fp32" not in modes:
+        raise SystemExit("the warm mode needs the fp32 mode (its cache)")
     work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
-    evalkit_bin = str(Path(PY).parent / "evalkit")
-    rows = []
-    print(f"# evalkit vs plain mteb: all-MiniLM-L6-v2, {len(tasks)} tasks, {os.cpu_count()} cores", flush=True)
-    for task in tasks:
-        row = {"task": task}
-        cache = work / f"cache-{task}"
-        for mode in modes:
-            if mode == "mteb":
-                out = work / f"mteb-{task}.json"
-                m = run_child([PY, __file__, "--worker-mteb", task, str(out)])
-                m.update(json.loads(out.read_text()))
-            else:
-                dtype = "bf16" if mode == "bf16" else "fp32"
-                out_dir = work / f"res-{mode}-{task}"
-                cdir = cache if mode in ("fp32", "warm") else work / f"cache-bf16-{task}"
-                argv = [evalkit_bin, "run", "--model", "all-MiniLM-L6-v2", "--tasks", task, "--output", str(out_dir),
-                        "--cache-dir", str(cdir), "--dtype", dtype, "--overwrite"]
-                if mode == "warm" and not cache.exists():
-                    raise SystemExit("the warm mode needs the fp32 mode before it")
-                m = run_child(argv)
-                m.update(evalkit_result(out_dir, task))
-            row[mode] = m
-            print(f"  {task:40s} {mode:5s} {m['wall']:7.1f}s  peak {m['peak_mb']:6.0f} MB  "
-                  + " ".join(f"{k} {100 * v:.2f}" for k, v in m["scores"].items()), flush=True)
-        rows.append(row)
-        shutil.rmtree(cache, ignore_errors=True)
-        shutil.rmtree(work / f"cache-bf16-{task}", ignore_errors=True)
+    print(f"# evalkit vs plain mteb: all-MiniLM-L6-v2, {len(tasks)} tasks, {os.cpu_count()} cores, one process per mode", flush=True)
+    proc: dict[str, dict] = {}  # mode -> wall, peak_mb
+    per: dict[str, dict] = {}  # mode -> task -> measurements
+    for mode in [m for m in modes if m != "fewshot"]:
+        if mode == "mteb":
+            out = work / "mteb.json"
+            proc[mode] = run_child([PY, __file__, "--worker-mteb", ",".join(tasks), str(out)])
+            per[mode] = json.loads(out.read_text())
+        else:
+            out_dir = work / f"res-{mode}"
+            cache = work / ("cache-bf16" if mode == "bf16" else "cache-fp32")
+            proc[mode] = evalkit_run(["--tasks", ",".join(tasks), "--output", str(out_dir), "--cache-dir", str(cache),
+                                      "--dtype", "bf16" if mode == "bf16" else "fp32", "--overwrite"])
+            per[mode] = {t: evalkit_result(out_dir, t) for t in tasks}
+        print(f"  {mode:5s} {proc[mode]['wall']:7.1f}s  peak {proc[mode]['peak_mb']:6.0f} MB", flush=True)
 
     fp32_peak, bf16_peak = matmul_gflops("fp32"), matmul_gflops("bf16")
     print(f"\nmatmul throughput here: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s\n")
-    head = ["task"] + [f"{m} s" for m in modes] + [f"{m}/mteb" for m in modes if m != "mteb"] + ["fp32 tok/s", "fp32 roofline", "scores mteb | fp32 | bf16"]
+    tmodes = list(per)
+    head = ["task"] + [f"{m} s" for m in tmodes] + [f"mteb/{m}" for m in tmodes if m != "mteb" and "mteb" in per]
+    head += ["fp32 tok/s", "fp32 roofline", "bf16 tok/s", "bf16 roofline", "scores " + " | ".join(m for m in ("mteb", "fp32", "bf16") if m in per)]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    totals = {m: 0.0 for m in modes}
-    for r in rows:
-        cells = [r["task"]]
-        for m in modes:
-            totals[m] += r[m]["wall"]
-            cells.append(f"{r[m]['wall']:.1f}")
-        for m in modes:
-            if m != "mteb" and "mteb" in r:
-                cells.append(f"{r['mteb']['wall'] / r[m]['wall']:.2f}x")
-        f = r.get("fp32", {})
-        tok = f.get("encoded_tokens", 0)
-        texts = max(f.get("encoded_texts", 0), 1)
-        cells.append(f"{tok / max(f.get('encode_seconds', 0.0), 1e-9):.0f}" if f else "-")
-        enc_s = max(f.get("encode_seconds", 0.0), 1e-9)
-        cells.append(f"{100 * minilm_flops(tok, tok / texts) / enc_s / 1e9 / fp32_peak:.0f}%" if f else "-")
-        sc = lambda m: "/".join(f"{100 * v:.2f}" for v in r[m]["scores"].values()) if m in r else "-"
-        cells.append(f"{sc('mteb')} | {sc('fp32')} | {sc('bf16')}")
+
+    def speed(m: str, t: str, peak: float) -> list[str]:
+        f = per.get(m, {}).get(t)
+        if not f or not f.get("encoded_tokens"):
+            return ["-", "-"]
+        tok, secs = f["encoded_tokens"], max(f.get("encode_seconds", 0.0), 1e-9)
+        return [f"{tok / secs:.0f}", f"{100 * minilm_flops(tok, tok / max(f['encoded_texts'], 1)) / secs / 1e9 / peak:.0f}%"]
+
+    for t in tasks:
+        cells = [t] + [f"{per[m][t]['seconds']:.1f}" for m in tmodes]
+        cells += [f"{per['mteb'][t]['seconds'] / max(per[m][t]['seconds'], 1e-9):.2f}x" for m in tmodes if m != "mteb" and "mteb" in per]
+        cells += speed("fp32", t, fp32_peak) + speed("bf16", t, bf16_peak)
+        cells.append(" | ".join("/".join(f"{100 * v:.2f}" for v in per[m][t]["scores"].values()) for m in ("mteb", "fp32", "bf16") if m in per))
         print("| " + " | ".join(cells) + " |")
-    tot = ["**total**"] + [f"{totals[m]:.1f}" for m in modes] + [
-        f"{totals['mteb'] / totals[m]:.2f}x" for m in modes if m != "mteb" and "mteb" in totals
-    ] + ["", "", ""]
-    print("| " + " | ".join(tot) + " |")
-    print("\nwall times are whole processes (start-up, data loading, model loading, encoding, scoring);"
-          " tok/s and the roofline column are the fp32 encoder's own (tokens encoded / seconds inside the encoder core),"
-          " the roofline being MiniLM's FLOPs for those tokens against the measured fp32 matmul throughput")
+    print("\nper-task seconds are each task's evaluation time inside its process (mteb's evaluation_time);"
+          " tok/s and roofline are the encoder core's own (tokens encoded / seconds in the core), the roofline being"
+          " MiniLM's FLOPs for those tokens against the measured matmul throughput of the same dtype\n")
+
+    print("| mode | whole process s | peak MB | mteb / mode | target | scores equal to mteb |")
+    print("|---|---|---|---|---|---|")
+    targets = {"fp32": (2.0, "identical"), "bf16": (4.0, "within 0.2"), "warm": (10.0, "identical")}
+    for m in tmodes:
+        ratio = proc["mteb"]["wall"] / proc[m]["wall"] if "mteb" in proc else None
+        tgt, rule = targets.get(m, (None, ""))
+        if "mteb" in per and m != "mteb":
+            diffs = [abs(100 * a - 100 * b) for t in tasks for a, b in zip(per["mteb"][t]["scores"].values(), per[m][t]["scores"].values())]
+            worst = max(diffs) if diffs else 0.0
+            eq = f"max |diff| {worst:.2f} points" + ("" if rule == "within 0.2" else (" (identical)" if worst < 0.005 else " (NOT identical)"))
+        else:
+            eq = "-"
+        cells = [m, f"{proc[m]['wall']:.1f}", f"{proc[m]['peak_mb']:.0f}", f"{ratio:.2f}x" if ratio and m != "mteb" else "-",
+                 f">= {tgt:.0f}x: {'met' if ratio >= tgt else 'NOT met'}" if tgt and ratio else "-", eq]
+        print("| " + " | ".join(cells) + " |")
+
+    result = {"process": proc, "tasks": per, "matmul_gflops": {"fp32": fp32_peak, "bf16": bf16_peak}}
+    if "fewshot" in modes:
+        tdir = fewshot_pool(work, tasks_dir())
+        env = {"EVALKIT_TASKS": str(tdir)}
+        single = run_child([str(Path(PY).parent / "evalkit"), "run", "--model", "all-MiniLM-L6-v2", "--tasks", "SciFact",
+                            "--output", str(work / "fs-single"), "--cache-dir", str(work / "cache-fs-single")], env=env)
+        pair = run_child([str(Path(PY).parent / "evalkit"), "run", "--model", "all-MiniLM-L6-v2", "--tasks", "SciFact", "--fewshot-compare", "0,3",
+                          "--output", str(work / "fs-pair"), "--cache-dir", str(work / "cache-fs-pair")], env=env)
+        z, f3 = evalkit_result(work / "fs-pair", "SciFact"), evalkit_result(work / "fs-pair", "SciFact", "fewshot-3-random-s42")
+        ratio = pair["wall"] / single["wall"]
+        print(f"\nSciFact zero-shot alone {single['wall']:.1f}s; zero-shot + 3-shot pair {pair['wall']:.1f}s = {ratio:.2f}x a single run "
+              f"(target <= 1.1x: {'met' if ratio <= 1.1 else 'NOT met'}); the 3-shot run encoded {f3['encoded_texts']} texts "
+              f"({f3['cached_texts']} from cache), the zero-shot {z['encoded_texts']}")
+        result["fewshot"] = {"single": single, "pair": pair, "ratio": ratio, "zero": z, "three": f3}
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "matmul_gflops": {"fp32": fp32_peak, "bf16": bf16_peak}}, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -50,8 +50,9 @@ def build_model_meta(spec: ModelSpec, revision: str, embed_dim: int | None = Non
 
 
 class EmbeddingAdapter:
-    """mteb EncoderProtocol over an Embedder. `prefix_fn(text, task_metadata, hf_split, hf_subset)`,
-    when given, returns a per-query few-shot prefix (see evalkit.fewshot)."""
+    """mteb EncoderProtocol over an Embedder. `prefix_fn(text, model_input, task_metadata, hf_split,
+    hf_subset)`, when given, returns the model input with a per-query few-shot prefix applied (`text`
+    is the raw input, `model_input` the same after instruction / prefix; see evalkit.fewshot)."""
 
     def __init__(self, spec: ModelSpec, embedder, *, task_instructions: dict[str, str] | None = None, prefix_fn: Callable | None = None):
         self.spec = spec
