@@ -10,7 +10,8 @@ the task's gold data before the result file itself is written:
 | STS | per-pair predicted similarity + gold score | mteb's correlation over pairs | paired bootstrap over pairs |
 | Classification | per-item correctness, averaged over mteb's n experiments | mean over items (accuracy) | paired randomisation |
 | PairClassification | per-pair score of the best similarity function + label | mteb's max_ap / max_accuracy / ... | paired bootstrap over pairs |
-| anything else (Clustering, Summarization, ...) | none: mteb gives no per-item data | - | "no per-item scores" |
+| Clustering | per-experiment V-measure: mteb clusters the same seeded subsamples for every model (from the result itself) | mean over experiments | paired randomisation (10 experiments: weak, min p ~ 0.002) |
+| anything else (Summarization, ...) | none: mteb gives no per-item data | - | "no per-item scores" |
 
 Cost: mteb writes a retrieval task's predictions as the top 1000 documents of every query (JSON in a
 temporary folder, deleted afterwards); on large retrieval tasks (MSMARCO) that file is big and takes
@@ -74,17 +75,20 @@ class ItemRecorder:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def write(self, result_path: Path, result) -> Path:
-        """Write `<Task>.items.json` beside `result_path` (atomically) for `result` (mteb's TaskResult
-        or its JSON document); never raises for the run's sake."""
+    def items(self, result) -> dict:
+        """The per-item document for `result` (mteb's TaskResult or its JSON document); never raises
+        for the run's sake: per-item scores are a by-product."""
         doc = result if isinstance(result, dict) else result.model_dump(mode="json")
         try:
-            items = collect(self.task, doc, self.folder)
-        except Exception as e:  # per-item scores are a by-product: a run must not fail for them
+            return collect(self.task, doc, self.folder)
+        except Exception as e:
             log.warning("%s: per-item scores not kept (%s: %s)", doc.get("task_name"), type(e).__name__, e)
-            items = _unavailable(doc, f"per-item scores could not be computed ({type(e).__name__}: {e})")
+            return _unavailable(doc, f"per-item scores could not be computed ({type(e).__name__}: {e})")
+
+    def write(self, result_path: Path, result) -> Path:
+        """Write `<Task>.items.json` beside `result_path` (atomically) for `result`."""
         path = items_path(result_path)
-        atomic_write_json(path, items)
+        atomic_write_json(path, self.items(result))
         return path
 
 
@@ -105,6 +109,8 @@ def collect(task, doc: dict, folder: Path | None) -> dict:
     from evalkit.results import main_scores
 
     typ = task.metadata.type
+    if typ == "Clustering":
+        return _clustering(doc, task.metadata.main_score)
     handler = {
         "Retrieval": _retrieval, "Reranking": _retrieval, "STS": _sts,
         "Classification": _classification, "PairClassification": _pairs,
@@ -196,6 +202,33 @@ def _sts(task, p: dict, data, main: str) -> dict:
         "available": True, "kind": "statistic", "statistic": corr, "unit": "pair", "metric": main, "field": field,
         "n": len(gold), "pred": pred, "gold": gold, "recomputed": recomputed,
     }
+
+
+def _clustering(doc: dict, main: str) -> dict:
+    """mteb's clustering score is the mean over n experiments on subsamples drawn with the task's seed,
+    the same for every model: the per-experiment scores pair up across runs."""
+    out = {"version": VERSION, "task": doc.get("task_name"), "type": "Clustering", "main_metric": main, "available": False, "splits": {}}
+    per_field = {"v_measure": "v_measures"}.get(main)
+    for split, rows in (doc.get("scores") or {}).items():
+        for row in rows:
+            key = f"{split}/{row.get('hf_subset', 'default')}"
+            levels = row.get(per_field) if per_field else None
+            if not isinstance(levels, dict) or len(levels) != 1:
+                out["splits"][key] = {"available": False, "reason": f"no single-level per-experiment {main} in mteb's result (hierarchical or other metric)"}
+                continue
+            (values,) = levels.values()
+            values = [float(v) for v in values]
+            score = row.get("main_score")
+            r = sum(values) / len(values) if values else None
+            out["splits"][key] = {
+                "available": bool(values), "kind": "mean", "unit": "experiment", "ids": list(range(len(values))), "n": len(values),
+                "values": {main: values}, "metric": main, "recomputed": r, "main_score": score,
+                "matches": r is not None and score is not None and abs(r - score) <= TOL,
+            }
+    out["available"] = any(s.get("available") for s in out["splits"].values())
+    if not out["available"]:
+        out["reason"] = "; ".join(sorted({s.get("reason", "") for s in out["splits"].values()})) or "no split has per-experiment scores"
+    return out
 
 
 def _same_label(a, b) -> bool:
