@@ -2,8 +2,9 @@
 
 Key: a namespace (model id + revision + everything that changes a vector: pooling, max length,
 dtype, normalisation) and the exact input text after instructions and examples are applied.
-Value: the float32 vector. SQLite in WAL mode makes it safe for several processes at once and for
-a kill mid-write (a transaction is all or nothing).
+Value: the float32 vector. SQLite in WAL mode makes it safe for several processes at once on one
+host and for a kill mid-write (a transaction is all or nothing). WAL needs shared memory: never put
+the cache on a network filesystem (a Ray cluster keeps one cache per node: evalkit/distributed.py).
 """
 from __future__ import annotations
 
@@ -47,8 +48,19 @@ class EmbeddingCache:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self, wait: float = 120.0) -> sqlite3.Connection:
+        """Connect and set up. Two processes opening a new file at once can get "database is locked"
+        straight away while one switches it to WAL mode (SQLite's busy wait does not cover that
+        step): waited out here, up to `wait` seconds."""
+        deadline = time.monotonic() + wait
+        delay = 0.05
+        while True:
+            db = None
             try:
-                db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+                db = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(
@@ -56,10 +68,19 @@ class EmbeddingCache:
                     " PRIMARY KEY (ns, key)) WITHOUT ROWID"
                 )
                 db.execute("CREATE TABLE IF NOT EXISTS namespaces (ns TEXT PRIMARY KEY, fields TEXT, created REAL)")
-            except sqlite3.DatabaseError as e:
+                return db
+            except sqlite3.OperationalError as e:
+                if db is not None:
+                    db.close()
+                if "locked" in str(e) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
                 raise EvalkitError(f"embedding cache {self.path} is unusable ({e}): evalkit cache clear, or pass --no-cache") from e
-            self._db = db
-        return self._db
+            except sqlite3.DatabaseError as e:
+                if db is not None:
+                    db.close()
+                raise EvalkitError(f"embedding cache {self.path} is unusable ({e}): evalkit cache clear, or pass --no-cache") from e
 
     def register(self, ns: str, fields: dict) -> None:
         self.db.execute("INSERT OR IGNORE INTO namespaces VALUES (?, ?, ?)", (ns, json.dumps(fields, sort_keys=True, default=str), time.time()))

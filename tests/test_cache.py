@@ -79,3 +79,30 @@ def test_a_task_instruction_is_part_of_the_key(tiny_bert, tmp_path):
     e.embed(["the bank"])
     e.embed(["Represent this sentence for searching relevant passages: the bank"])
     assert e.counts["encoded"] == 2
+
+
+def test_opening_waits_out_a_concurrent_wal_switch(tmp_path, monkeypatch):
+    """SQLite answers "database is locked" at once (no busy wait) while another process switches a
+    new file to WAL mode: the cache waits that out instead of failing the run."""
+    import sqlite3
+
+    from evalkit.cache import EmbeddingCache
+
+    real_connect = sqlite3.connect
+    calls = {"n": 0}
+
+    class Locked:
+        def execute(self, *a):
+            raise sqlite3.OperationalError("database is locked")
+
+        def close(self):
+            pass
+
+    def connect(*a, **kw):
+        calls["n"] += 1
+        return Locked() if calls["n"] < 3 else real_connect(*a, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    cache = EmbeddingCache(tmp_path / "c")
+    cache.db.execute("SELECT count(*) FROM vectors")
+    assert calls["n"] == 3
