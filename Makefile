@@ -39,6 +39,7 @@ report: install
 
 bench: install
 	$(BIN)/python benchmarks/bench.py $(ARGS)
+	$(BIN)/python benchmarks/bench_ray.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

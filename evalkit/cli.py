@@ -45,7 +45,7 @@ def run_options(args):
     return RunOptions(
         output=Path(args.output), overwrite=args.overwrite, batch_size=args.batch_size, dtype=args.dtype,
         device=args.device, use_cache=not args.no_cache, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        seed=args.seed,
+        seed=args.seed, search=getattr(args, "search", None) or "auto",
     )
 
 
@@ -84,6 +84,8 @@ def cmd_run(args) -> int:
     fewshot = args.fewshot is not None or any((args.fewshot_compare, args.selector, args.selector_model))
     if fewshot and (args.reranker or args.first_stage or is_reranker(spec)):
         raise EvalkitError("--fewshot / --fewshot-compare evaluate an embedder: drop --reranker / --first-stage")
+    if args.ray is not None and (fewshot or args.reranker or args.first_stage or is_reranker(spec) or spec.kind == "icl-embedder"):
+        raise EvalkitError("--ray runs plain embedder evaluations: drop --ray for few-shot, in-context or reranker runs")
     if args.reranker or args.first_stage or is_reranker(spec):  # two-stage, or a reranker on its own tasks
         return rerank_run(args, spec, specs, opts)
     if fewshot or spec.kind == "icl-embedder":  # few-shot settings, or an in-context model (evalkit/fewshot.py)
@@ -103,7 +105,14 @@ def cmd_run(args) -> int:
             extra = "already done" if o.status == "skipped" else f"{o.encoded} texts encoded, {o.cached} from cache, {o.seconds:.1f}s"
             print(f"[{i}/{n}] {o.task}: {s} ({extra})", file=sys.stderr, flush=True)
 
-    outcomes = run_tasks(spec, specs, opts, embedder=embedder, on_outcome=progress)
+    if args.ray is not None:  # the same run, its work on a Ray cluster (evalkit/distributed.py)
+        from evalkit.distributed import import_ray, run_on_ray
+
+        import_ray()
+        kw = {} if args.ray_shard_above is None else {"shard_above": args.ray_shard_above}
+        outcomes = run_on_ray(spec, specs, opts, address=args.ray, workers=args.ray_workers, embedder=embedder, on_outcome=progress, **kw)
+    else:
+        outcomes = run_tasks(spec, specs, opts, embedder=embedder, on_outcome=progress)
     if any(o.status != "failed" for o in outcomes):
         print_outcomes(outcomes, spec)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -179,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "a comma list with --fewshot-compare)")
     r.add_argument("--selector-model", help="the embedder that --selector similar ranks examples with (default all-MiniLM-L6-v2)")
     r.add_argument("--fewshot-compare", metavar="K1,K2,..", help="run each K (e.g. 0,3,5) and print the comparison table")
+    r.add_argument("--ray", nargs="?", const="auto", metavar="auto|local|ADDRESS",
+                   help="run the tasks on Ray: the cluster this machine joined (auto, the default), a new local instance, or HOST:PORT of a head node")
+    r.add_argument("--ray-workers", type=int, metavar="N", help="model actors on Ray (default: one per GPU, else one per CPU up to 8)")
+    r.add_argument("--ray-shard-above", type=int, metavar="DOCS",
+                   help="with --ray: retrieval corpora above DOCS documents are encoded in shards on all workers first (default 50000)")
+    r.add_argument("--search", choices=["auto", "memmap", "mteb"], default="auto",
+                   help="retrieval search: memory-bounded memmap search (memmap; auto above 100k documents) or mteb's own (mteb)")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     r.set_defaults(func=cmd_run)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 from evalkit.errors import EvalkitError
-from evalkit.report.items import ItemRecorder
 from evalkit.results import atomic_write_json, read_result, result_dir
 
 log = logging.getLogger("evalkit")
@@ -33,6 +32,8 @@ class RunOptions:
     # (task_spec, mteb_task) -> per-text prefix function for the adapter, or None (see evalkit.fewshot)
     prefix_factory: Callable | None = None
     extra_meta: dict = field(default_factory=dict)
+    # retrieval search: auto (bounded memmap search above evalkit.search.BOUNDED_ABOVE documents) | memmap | mteb
+    search: str = "auto"
 
 
 @dataclass
@@ -108,69 +109,118 @@ def make_embedder(spec, opts: RunOptions):
     )
 
 
-def run_tasks(spec, task_specs, opts: RunOptions, embedder=None, on_outcome: Callable | None = None) -> list[Outcome]:
-    """Evaluate `spec` on each task; a task's failure is recorded and the others still run."""
+@dataclass
+class Evaluation:
+    """One task's evaluation as data: the result document and its per-item scores, ready to be
+    written by the one writer of the result folder (this process, or a Ray driver)."""
+    doc: dict
+    items: dict
+    encoded: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+
+def evaluate_task(spec, ts, opts: RunOptions, embedder, extra_meta: dict | None = None) -> Evaluation:
+    """Evaluate one task with mteb; nothing is written (see write_evaluation). EvalkitError on bad input."""
     import mteb
 
     from evalkit.models.adapters import EmbeddingAdapter
+    from evalkit.report.items import ItemRecorder
     from evalkit.tasks import build_task
+
+    t0 = time.time()
+    before = dict(embedder.counts)
+    stats_before = dict(embedder.config.stats)
+    set_seeds(opts.seed)
+    task = build_task(ts)
+    prefix_fn = opts.prefix_factory(ts, task) if opts.prefix_factory else None
+    adapter = EmbeddingAdapter(spec, embedder, task_instructions={ts.name: ts.instruction} if ts.instruction else None, prefix_fn=prefix_fn)
+    with ItemRecorder(task) as rec:  # <Task>.items.json: per-item scores (evalkit/report/items.py)
+        res = _evaluate(mteb, adapter, task, ts, opts, prediction_folder=rec.folder)
+        items = rec.items(res)  # as data: written by write_evaluation, here or on a Ray driver
+    work = {
+        "encoded_texts": embedder.counts["encoded"] - before["encoded"],
+        "cached_texts": embedder.counts["cached"] - before["cached"],
+        "encoded_tokens": embedder.config.stats["tokens"] - stats_before["tokens"],
+        "encode_seconds": round(embedder.config.stats["seconds"] - stats_before["seconds"], 3),
+    }
+    doc = _result_doc(res, spec, embedder, opts, ts, work)
+    if extra_meta:
+        doc["evalkit"].update(extra_meta)
+    return Evaluation(doc, items, work["encoded_texts"], work["cached_texts"], time.time() - t0)
+
+
+def write_evaluation(path: Path, ev: Evaluation) -> None:
+    """Per-item scores first, then the result, each atomically: a result file never lacks its items."""
+    from evalkit.report.items import items_path
+
+    atomic_write_json(items_path(path), ev.items)
+    atomic_write_json(path, ev.doc)
+
+
+def local_executor(spec, opts: RunOptions, embedder):
+    """Evaluate pending tasks one after the other in this process (the default executor)."""
+
+    def run(pending):
+        for ts in pending:
+            try:
+                yield ts, evaluate_task(spec, ts, opts, embedder)
+            except EvalkitError as e:
+                yield ts, e
+
+    return run
+
+
+def run_tasks(spec, task_specs, opts: RunOptions, embedder=None, on_outcome: Callable | None = None, executor: Callable | None = None) -> list[Outcome]:
+    """Evaluate `spec` on each task; a task's failure is recorded and the others still run.
+
+    Where the work runs is a choice: `executor(pending_task_specs)` (an iterable) yields `(task_spec, Evaluation |
+    EvalkitError)` in any order (default: `local_executor`, in this process; evalkit.distributed's
+    RayExecutor runs them on a Ray cluster). This process holds the folder lock, skips finished
+    tasks and writes every result itself."""
+    from evalkit.results import main_scores
 
     if opts.batch_size is None or int(opts.batch_size) < 1:
         raise EvalkitError(f"batch size must be a positive integer, got {opts.batch_size!r}")
     embedder = embedder or make_embedder(spec, opts)
+    executor = executor or local_executor(spec, opts, embedder)
     folder = result_dir(opts.output, spec.result_name, embedder.revision, opts.variant)
     outcomes: list[Outcome] = []
     with folder_lock(folder):
         for stale in folder.glob(".*.tmp"):  # left by a run killed mid-write; never read as results
             stale.unlink(missing_ok=True)
-        for ts in task_specs:
-            t0 = time.time()
-            path = folder / f"{ts.name}.json"
-            done = None if opts.overwrite else read_result(path)
-            if done is not None:
-                from evalkit.results import main_scores
 
+        def pending():  # lazily: a local run reports a skipped task in its place in the list
+            for ts in task_specs:
+                path = folder / f"{ts.name}.json"
+                done = None if opts.overwrite else read_result(path)
+                if done is None:
+                    yield ts
+                    continue
                 out = Outcome(ts.name, ts.type, "skipped", main_scores(done), "already done", path)
                 outcomes.append(out)
                 on_outcome and on_outcome(out)
-                continue
-            before = dict(embedder.counts)
-            stats_before = dict(embedder.config.stats)
-            try:
-                set_seeds(opts.seed)
-                task = build_task(ts)
-                prefix_fn = opts.prefix_factory(ts, task) if opts.prefix_factory else None
-                adapter = EmbeddingAdapter(spec, embedder, task_instructions={ts.name: ts.instruction} if ts.instruction else None, prefix_fn=prefix_fn)
-                with ItemRecorder(task) as items:  # <Task>.items.json: per-item scores (evalkit/report/items.py)
-                    res = _evaluate(mteb, adapter, task, ts, opts, prediction_folder=items.folder)
-                    items.write(path, res)
-                work = {
-                    "encoded_texts": embedder.counts["encoded"] - before["encoded"],
-                    "cached_texts": embedder.counts["cached"] - before["cached"],
-                    "encoded_tokens": embedder.config.stats["tokens"] - stats_before["tokens"],
-                    "encode_seconds": round(embedder.config.stats["seconds"] - stats_before["seconds"], 3),
-                }
-                doc = _result_doc(res, spec, embedder, opts, ts, work)
-                atomic_write_json(path, doc)
-                from evalkit.results import main_scores
 
-                out = Outcome(ts.name, ts.type, "done", main_scores(doc), "", path)
-            except EvalkitError as e:
-                out = Outcome(ts.name, ts.type, "failed", message=str(e))
-            out.encoded = embedder.counts["encoded"] - before["encoded"]
-            out.cached = embedder.counts["cached"] - before["cached"]
-            out.seconds = time.time() - t0
-            if out.status == "done":
+        for ts, ev in executor(pending()):
+            path = folder / f"{ts.name}.json"
+            if isinstance(ev, EvalkitError):
+                out = Outcome(ts.name, ts.type, "failed", message=str(ev))
+            else:
+                write_evaluation(path, ev)
+                out = Outcome(ts.name, ts.type, "done", main_scores(ev.doc), "", path, ev.encoded, ev.cached, ev.seconds)
                 log.info("%s: %d texts encoded, %d from cache, %.1fs", ts.name, out.encoded, out.cached, out.seconds)
             outcomes.append(out)
             on_outcome and on_outcome(out)
-    return outcomes
+    order = {ts.name: i for i, ts in reversed(list(enumerate(task_specs)))}
+    return sorted(outcomes, key=lambda o: order.get(o.task, len(order)))  # in the tasks' order, wherever they ran
 
 
 def _evaluate(mteb, adapter, task, ts, opts, prediction_folder=None):
     try:
+        from evalkit.search import search_model_for
+
         result = mteb.evaluate(
-            adapter, task, cache=None, overwrite_strategy="always", raise_error=True, show_progress_bar=False,
+            search_model_for(adapter, task, opts), task, cache=None, overwrite_strategy="always", raise_error=True, show_progress_bar=False,
             prediction_folder=prediction_folder,
             co2_tracker=False, encode_kwargs={"batch_size": int(opts.batch_size), "show_progress_bar": False},
         )
