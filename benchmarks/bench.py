@@ -134,42 +134,8 @@ def fewshot_pool(work: Path, tasks_dir: Path) -> Path:
     return folder
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="offline-en")
-    ap.add_argument("--tasks")
-    ap.add_argument("--modes", default="mteb,fp32,bf16,warm,fewshot")
-    ap.add_argument("--json", help="also write the measurements here")
-    ap.add_argument("--worker-mteb", nargs=2, metavar=("TASKS", "OUT"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker_mteb:
-        return worker_mteb(args.worker_mteb[0].split(","), Path(args.worker_mteb[1]))
-
-    sys.path.insert(0, str(ROOT))
-    from evalkit.tasks import Registry, tasks_dir
-
-    reg = Registry()
-    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else [t.name for t in reg.suite(args.suite)]
-    modes = args.modes.split(",")
-    if "warm" in modes and "fp32" not in modes:
-        raise SystemExit("the warm mode needs the fp32 mode (its cache)")
-    work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
-    print(f"# evalkit vs plain mteb: all-MiniLM-L6-v2, {len(tasks)} tasks, {os.cpu_count()} cores, one process per mode", flush=True)
-    proc: dict[str, dict] = {}  # mode -> wall, peak_mb
-    per: dict[str, dict] = {}  # mode -> task -> measurements
-    for mode in [m for m in modes if m != "fewshot"]:
-        if mode == "mteb":
-            out = work / "mteb.json"
-            proc[mode] = run_child([PY, __file__, "--worker-mteb", ",".join(tasks), str(out)])
-            per[mode] = json.loads(out.read_text())
-        else:
-            out_dir = work / f"res-{mode}"
-            cache = work / ("cache-bf16" if mode == "bf16" else "cache-fp32")
-            proc[mode] = evalkit_run(["--tasks", ",".join(tasks), "--output", str(out_dir), "--cache-dir", str(cache),
-                                      "--dtype", "bf16" if mode == "bf16" else "fp32", "--overwrite"])
-            per[mode] = {t: evalkit_result(out_dir, t) for t in tasks}
-        print(f"  {mode:5s} {proc[mode]['wall']:7.1f}s  peak {proc[mode]['peak_mb']:6.0f} MB", flush=True)
-
+def report(tasks: list[str], per: dict, proc: dict) -> dict:
+    """The per-task and per-mode tables (markdown), against the measured matmul peak."""
     fp32_peak, bf16_peak = matmul_gflops("fp32"), matmul_gflops("bf16")
     print(f"\nmatmul throughput here: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s\n")
     tmodes = list(per)
@@ -211,7 +177,46 @@ def main() -> None:
                  f">= {tgt:.0f}x: {'met' if ratio >= tgt else 'NOT met'}" if tgt and ratio else "-", eq]
         print("| " + " | ".join(cells) + " |")
 
-    result = {"process": proc, "tasks": per, "matmul_gflops": {"fp32": fp32_peak, "bf16": bf16_peak}}
+    return {"process": proc, "tasks": per, "matmul_gflops": {"fp32": fp32_peak, "bf16": bf16_peak}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default="offline-en")
+    ap.add_argument("--tasks")
+    ap.add_argument("--modes", default="mteb,fp32,bf16,warm,fewshot")
+    ap.add_argument("--json", help="also write the measurements here")
+    ap.add_argument("--worker-mteb", nargs=2, metavar=("TASKS", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker_mteb:
+        return worker_mteb(args.worker_mteb[0].split(","), Path(args.worker_mteb[1]))
+
+    sys.path.insert(0, str(ROOT))
+    from evalkit.tasks import Registry, tasks_dir
+
+    reg = Registry()
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else [t.name for t in reg.suite(args.suite)]
+    modes = args.modes.split(",")
+    if "warm" in modes and "fp32" not in modes:
+        raise SystemExit("the warm mode needs the fp32 mode (its cache)")
+    work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
+    print(f"# evalkit vs plain mteb: all-MiniLM-L6-v2, {len(tasks)} tasks, {os.cpu_count()} cores, one process per mode", flush=True)
+    proc: dict[str, dict] = {}  # mode -> wall, peak_mb
+    per: dict[str, dict] = {}  # mode -> task -> measurements
+    for mode in [m for m in modes if m != "fewshot"]:
+        if mode == "mteb":
+            out = work / "mteb.json"
+            proc[mode] = run_child([PY, __file__, "--worker-mteb", ",".join(tasks), str(out)])
+            per[mode] = json.loads(out.read_text())
+        else:
+            out_dir = work / f"res-{mode}"
+            cache = work / ("cache-bf16" if mode == "bf16" else "cache-fp32")
+            proc[mode] = evalkit_run(["--tasks", ",".join(tasks), "--output", str(out_dir), "--cache-dir", str(cache),
+                                      "--dtype", "bf16" if mode == "bf16" else "fp32", "--overwrite"])
+            per[mode] = {t: evalkit_result(out_dir, t) for t in tasks}
+        print(f"  {mode:5s} {proc[mode]['wall']:7.1f}s  peak {proc[mode]['peak_mb']:6.0f} MB", flush=True)
+
+    result: dict = report(tasks, per, proc) if per else {}
     if "fewshot" in modes:
         tdir = fewshot_pool(work, tasks_dir())
         env = {"EVALKIT_TASKS": str(tdir)}
