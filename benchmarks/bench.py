@@ -87,18 +87,22 @@ def evalkit_result(out_dir: Path, task: str, variant: str | None = None) -> dict
 
 
 # ----------------------------------------------------------------------------- the physical limit
-def matmul_gflops(dtype_name: str, seconds: float = 2.0) -> float:
+def matmul_gflops(dtype_name: str, seconds: float = 1.0) -> float:
+    """The best of a square 2048 GEMM and MiniLM's own linear layers at 2048 rows (x W^T + b):
+    the highest throughput this machine shows for the shapes that matter, so the roofline is not flattered."""
     import torch
 
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    n = 2048
-    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
-    torch.mm(a, b)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b)
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+    best = 0.0
+    for m, k, n in [(2048, 2048, 2048), (2048, 384, 1536), (2048, 1536, 384), (2048, 384, 384)]:
+        x, w, b = torch.randn(m, k, dtype=dt), torch.randn(n, k, dtype=dt), torch.randn(n, dtype=dt)
+        torch.nn.functional.linear(x, w, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            torch.nn.functional.linear(x, w, b)
+            reps += 1
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def minilm_flops(tokens: int, seq_len: float) -> float:
@@ -106,6 +110,13 @@ def minilm_flops(tokens: int, seq_len: float) -> float:
     d, ff, layers = 384, 1536, 6
     per_token = 2 * layers * (4 * d * d + 2 * d * ff + 2 * seq_len * d)
     return tokens * per_token
+
+
+def floor_seconds(tasks: dict, wall: float, peak_gflops: float) -> float:
+    """The shortest this process could have been with every encoder second spent at the matmul peak."""
+    enc = sum(f.get("encode_seconds", 0.0) for f in tasks.values())
+    flops = sum(minilm_flops(f["encoded_tokens"], f["encoded_tokens"] / max(f["encoded_texts"], 1)) for f in tasks.values() if f.get("encoded_tokens"))
+    return wall - enc + flops / peak_gflops / 1e9
 
 
 # ----------------------------------------------------------------------------- driver
@@ -161,8 +172,8 @@ def report(tasks: list[str], per: dict, proc: dict) -> dict:
           " tok/s and roofline are the encoder core's own (tokens encoded / seconds in the core), the roofline being"
           " MiniLM's FLOPs for those tokens against the measured matmul throughput of the same dtype\n")
 
-    print("| mode | whole process s | peak MB | mteb / mode | target | scores equal to mteb |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | whole process s | peak MB | mteb / mode | target | scores equal to mteb | floor s | best possible |")
+    print("|---|---|---|---|---|---|---|---|")
     targets = {"fp32": (2.0, "identical"), "bf16": (4.0, "within 0.2"), "warm": (10.0, "identical")}
     for m in tmodes:
         ratio = proc["mteb"]["wall"] / proc[m]["wall"] if "mteb" in proc else None
@@ -175,7 +186,11 @@ def report(tasks: list[str], per: dict, proc: dict) -> dict:
             eq = "-"
         cells = [m, f"{proc[m]['wall']:.1f}", f"{proc[m]['peak_mb']:.0f}", f"{ratio:.2f}x" if ratio and m != "mteb" else "-",
                  f">= {tgt:.0f}x: {'met' if ratio >= tgt else 'NOT met'}" if tgt and ratio else "-", eq]
+        floor = floor_seconds(per[m], proc[m]["wall"], fp32_peak if m != "bf16" else bf16_peak) if m in ("fp32", "bf16") else None
+        cells += [f"{floor:.0f}", f"{proc['mteb']['wall'] / floor:.2f}x" if ratio else "-"] if floor else ["-", "-"]
         print("| " + " | ".join(cells) + " |")
+    print("\nfloor: the whole process again with the encoder's time replaced by MiniLM's FLOPs for the tokens it encoded"
+          " at the measured matmul peak, everything else as measured; best possible: mteb's time over that floor")
 
     return {"process": proc, "tasks": per, "matmul_gflops": {"fp32": fp32_peak, "bf16": bf16_peak}}
 

@@ -142,6 +142,24 @@ def test_batch_size_zero_is_refused(tiny_bert):
         FlagModel(str(tiny_bert), batch_size=0)
 
 
+def test_cpu_batches_hold_a_token_budget_and_give_the_same_vectors(tiny_bert):
+    """Rows per batch shrink as texts grow so that rows x padded width stays within the budget;
+    the vectors do not depend on the batching."""
+    texts = [" ".join(["bank"] * n) for n in (100, 60, 30, 12, 5, 3, 2, 1)] * 2
+    free = Core(CoreConfig(str(tiny_bert), batch_size=16, max_batch_tokens=10**6))
+    feats = free.tokenize(texts, 128)
+    ref = free.run(feats, EmbedHead("cls"))
+    assert free.config.stats["batches"] == 1
+    core = Core(CoreConfig(str(tiny_bert), batch_size=16, max_batch_tokens=128), model=free.model, tokenizer=free.tokenizer)
+    shapes = []
+    real = core.model.forward
+    core.model.forward = lambda *a, **kw: shapes.append(tuple(kw["input_ids"].shape)) or real(*a, **kw)
+    np.testing.assert_allclose(core.run(feats, EmbedHead("cls")), ref, atol=1e-6)
+    assert all(rows * width <= 128 or rows == 1 for rows, width in shapes), shapes
+    assert shapes[0][0] == 1 and max(rows for rows, _ in shapes) > 4  # one long text alone, many short ones together
+    assert Core(CoreConfig(str(tiny_bert)), model=free.model, tokenizer=free.tokenizer).max_batch_tokens == 2048  # the CPU default
+
+
 def test_two_devices_give_the_same_vectors(tiny_bert):
     """One worker process per device (here two CPU workers stand in for two GPUs)."""
     texts = [f"{w} the bank {i}" for i, w in enumerate(["king", "queen", "river", "city"] * 5)]

@@ -1,7 +1,8 @@
 """The encoder core shared by every model class.
 
 Tokenise once, sort by length (longest first, so an out-of-memory shows at once), pad each batch
-only to its own longest member, run the network (under autocast for fp16/bf16), apply a head
+only to its own longest member (on a CPU a batch also holds at most CPU_BATCH_TOKENS padded tokens:
+small batches stay in cache, 20% faster in fp32 on long texts here than 64 rows of 256 tokens), run the network (under autocast for fp16/bf16), apply a head
 (pooling + normalisation for embedders, logits for rerankers), restore the input order.
 Out-of-memory halves the batch and retries; several devices get one worker process each.
 """
@@ -21,6 +22,7 @@ from evalkit.errors import EvalkitError
 log = logging.getLogger("evalkit")
 
 DTYPES = ("fp32", "fp16", "bf16")
+CPU_BATCH_TOKENS = 2048
 POOLINGS = ("cls", "mean", "last_token")
 
 
@@ -145,6 +147,7 @@ class CoreConfig:
     batch_size: int = 256
     padding_side: str | None = None
     trust_remote_code: bool = False
+    max_batch_tokens: int | None = None  # rows x padded width per batch; None: CPU_BATCH_TOKENS on a CPU, no cap on a GPU
     stats: dict = field(default_factory=lambda: {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0, "seconds": 0.0})
 
 
@@ -169,6 +172,7 @@ class Core:
         if self.dtype == "fp16":  # FlagEmbedding's use_fp16: the weights themselves in half precision
             self.model.half()
         self.batch_size = int(config.batch_size)
+        self.max_batch_tokens = config.max_batch_tokens or (CPU_BATCH_TOKENS if self.device.startswith("cpu") else None)
         self._pool = None
 
     # -- tokenisation
@@ -205,6 +209,12 @@ class Core:
         return batch
 
     # -- running
+    def rows(self, feats: Sequence[dict], start: int, bs: int) -> int:
+        """How many texts from `start` (sorted longest first) make the next batch."""
+        if not self.max_batch_tokens:
+            return bs
+        return max(1, min(bs, self.max_batch_tokens // max(1, len(feats[start]["input_ids"]))))
+
     def run(self, feats: Sequence[dict], head: Callable, batch_size: int | None = None) -> np.ndarray:
         """Head outputs for `feats`, in their order, as float32 numpy."""
         if batch_size is not None and int(batch_size) < 1:
@@ -234,7 +244,7 @@ class Core:
         ac_dtype = None if self.dtype in ("fp32", "fp16") else torch_dtype(self.dtype)
         device_type = self.device.split(":")[0]
         while start < len(feats):
-            part = feats[start : start + bs]
+            part = feats[start : start + self.rows(feats, start, bs)]
             batch = {k: v.to(self.device) for k, v in self.pad(part).items()}
             try:
                 with torch.inference_mode(), (
@@ -248,12 +258,12 @@ class Core:
                 del batch
                 if device_type == "cuda":
                     torch.cuda.empty_cache()
-                if bs == 1:
+                if len(part) == 1:
                     raise EvalkitError(
                         f"out of memory on {self.device} even at batch size 1 (longest input {len(part[0]['input_ids'])} tokens): "
                         "lower --max-length, use --dtype bf16/fp16, or a device with more memory"
                     ) from err
-                bs = max(1, bs // 2)
+                bs = max(1, bs // 2 if bs // 2 < len(part) else len(part) // 2)  # below what failed, even where the token budget made it short
                 self.config.stats["oom_retries"] += 1
                 log.warning("out of memory on %s: retrying with batch size %d", self.device, bs)
                 continue
@@ -268,7 +278,10 @@ class Core:
 
             ctx = mp.get_context("spawn")
             self._pool = [_Worker(ctx, self.config, d) for d in self.devices]
-        batches = [feats[i : i + bs] for i in range(0, len(feats), bs)]
+        batches, start = [], 0
+        while start < len(feats):
+            batches.append(feats[start : start + self.rows(feats, start, bs)])
+            start += len(batches[-1])
         # deal whole batches round-robin so every device gets long and short ones
         shares = [[j for j in range(len(batches)) if j % len(self._pool) == w] for w in range(len(self._pool))]
         for w, idxs in zip(self._pool, shares):
