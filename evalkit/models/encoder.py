@@ -58,6 +58,28 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     return dtype
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed activation buffers for the next batch instead of handing them back.
+
+    By default glibc serves a block over its (moving) mmap threshold with fresh pages and trims
+    the heap top after each free, so every batch touches its activations' pages anew: 700k page
+    faults and ~7% of the time on the first pass over SciFact here. Blocks up to 32 MiB (glibc's
+    cap) now come from the heap and the heap keeps up to 1 GiB free at its top. Process-wide; a no-op
+    where there is no glibc. Returns whether it took effect.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(mallopt(k, v) == 1 for k, v in ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+
+
 def torch_dtype(name: str):
     import torch
 
@@ -173,6 +195,8 @@ class Core:
             self.model.half()
         self.batch_size = int(config.batch_size)
         self.max_batch_tokens = config.max_batch_tokens or (CPU_BATCH_TOKENS if self.device.startswith("cpu") else None)
+        if self.device.startswith("cpu"):
+            keep_freed_memory()
         self._pool = None
 
     # -- tokenisation
