@@ -2,8 +2,9 @@
 
 Tokenise once, sort by length (longest first, so an out-of-memory shows at once), pad each batch
 only to its own longest member (on a CPU a batch also holds at most CPU_BATCH_TOKENS padded tokens:
-small batches stay in cache, 20% faster in fp32 on long texts here than 64 rows of 256 tokens), run the network (under autocast for fp16/bf16), apply a head
-(pooling + normalisation for embedders, logits for rerankers), restore the input order.
+small batches stay in cache, 20% faster in fp32 on long texts here than 64 rows of 256 tokens),
+run the network (under autocast for fp16/bf16), apply a head (pooling + normalisation for
+embedders, logits for rerankers), restore the input order.
 Out-of-memory halves the batch and retries; several devices get one worker process each.
 """
 from __future__ import annotations
@@ -64,8 +65,8 @@ def keep_freed_memory() -> bool:
     By default glibc serves a block over its (moving) mmap threshold with fresh pages and trims
     the heap top after each free, so every batch touches its activations' pages anew: 700k page
     faults and ~7% of the time on the first pass over SciFact here. Blocks up to 32 MiB (glibc's
-    cap) now come from the heap and the heap keeps up to 1 GiB free at its top. Process-wide; a no-op
-    where there is no glibc. Returns whether it took effect.
+    cap) now come from the heap, and the heap keeps up to 1 GiB free at its top. Process-wide; a
+    no-op where there is no glibc. Returns whether it took effect.
     """
     import ctypes
     import ctypes.util
@@ -77,7 +78,8 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    return all(mallopt(k, v) == 1 for k, v in ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+    settings = ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20))
+    return all(mallopt(key, value) == 1 for key, value in settings)
 
 
 def torch_dtype(name: str):
@@ -287,7 +289,9 @@ class Core:
                         f"out of memory on {self.device} even at batch size 1 (longest input {len(part[0]['input_ids'])} tokens): "
                         "lower --max-length, use --dtype bf16/fp16, or a device with more memory"
                     ) from err
-                bs = max(1, bs // 2 if bs // 2 < len(part) else len(part) // 2)  # below what failed, even where the token budget made it short
+                # halve the batch size; where the token budget had already made the failed batch
+                # shorter than that, halve the failed batch instead
+                bs = max(1, bs // 2 if bs // 2 < len(part) else len(part) // 2)
                 self.config.stats["oom_retries"] += 1
                 log.warning("out of memory on %s: retrying with batch size %d", self.device, bs)
                 continue
