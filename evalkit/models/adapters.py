@@ -23,8 +23,9 @@ def _prompt_kind(prompt_type) -> str | None:
     return getattr(prompt_type, "value", str(prompt_type))
 
 
-def build_model_meta(spec: ModelSpec, revision: str, embed_dim: int | None = None):
-    """mteb's ModelMeta for the spec: mteb's own record where it knows the model, else a minimal one."""
+def model_meta(spec: ModelSpec, revision: str, **fallback: Any):
+    """mteb's ModelMeta for the spec: mteb's own record where it knows the model, else a minimal
+    one (name, max tokens, framework, plus `fallback`); either way with the revision evaluated."""
     from mteb.models.model_meta import ModelMeta
 
     meta = None
@@ -37,16 +38,15 @@ def build_model_meta(spec: ModelSpec, revision: str, embed_dim: int | None = Non
             meta = None
     if meta is None:
         meta = ModelMeta.create_empty(
-            {
-                "name": spec.hub_id or f"local/{spec.name}",
-                "similarity_fn_name": "cosine",
-                "max_tokens": spec.max_length,
-                "embed_dim": embed_dim,
-                "framework": ["PyTorch"],
-                "use_instructions": spec.task_instructions or spec.query_instruction is not None,
-            }
+            {"name": spec.hub_id or f"local/{spec.name}", "max_tokens": spec.max_length, "framework": ["PyTorch"], **fallback}
         )
     return meta.model_copy(update={"revision": revision, "loader": None})
+
+
+def build_model_meta(spec: ModelSpec, revision: str, embed_dim: int | None = None):
+    """An embedder's ModelMeta (see model_meta)."""
+    use_instructions = bool(spec.task_instructions) or spec.query_instruction is not None
+    return model_meta(spec, revision, similarity_fn_name="cosine", embed_dim=embed_dim, use_instructions=use_instructions)
 
 
 class EmbeddingAdapter:

@@ -413,27 +413,9 @@ def load_reranker(spec, *, dtype: str | None = None, batch_size: int = 128, devi
 # ----------------------------------------------------------------------------- mteb
 def reranker_model_meta(spec, revision: str):
     """mteb's ModelMeta for a reranker: mteb's own record where it has one, else a minimal cross-encoder record."""
-    from mteb.models.model_meta import ModelMeta
+    from evalkit.models.adapters import model_meta
 
-    meta = None
-    if spec.hub_id:
-        try:
-            import mteb
-
-            meta = mteb.get_model_meta(spec.hub_id)
-        except Exception:
-            meta = None
-    if meta is None:
-        meta = ModelMeta.create_empty(
-            {
-                "name": spec.hub_id or f"local/{spec.name}",
-                "max_tokens": spec.max_length,
-                "framework": ["PyTorch"],
-                "model_type": ["cross-encoder"],
-                "use_instructions": False,
-            }
-        )
-    return meta.model_copy(update={"revision": revision, "loader": None})
+    return model_meta(spec, revision, model_type=["cross-encoder"], use_instructions=False)
 
 
 def _texts(loader) -> list[str]:
