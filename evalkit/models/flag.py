@@ -20,6 +20,15 @@ def _model_path(model_name_or_path: str):
     return resolve_model_path(model_name_or_path), None
 
 
+def flag_dtype(dtype: str | None, use_fp16: bool, device: str, use_bf16: bool = False) -> str:
+    """`dtype` where given, else FlagEmbedding's rule: fp16 only off the CPU, bf16 where asked."""
+    if dtype is not None:
+        return dtype
+    if use_fp16 and not device.startswith("cpu"):
+        return "fp16"
+    return "bf16" if use_bf16 else "fp32"
+
+
 def _texts(items) -> list[str]:
     if isinstance(items, (str, dict)):
         items = [items]
@@ -56,8 +65,7 @@ class FlagModel:
 
         path, spec = _model_path(model_name_or_path)
         devs = resolve_devices(devices)
-        if dtype is None:  # FlagEmbedding: fp16 only off the CPU
-            dtype = "fp16" if use_fp16 and not devs[0].startswith("cpu") else "fp32"
+        dtype = flag_dtype(dtype, use_fp16, devs[0])
         self.query_instruction_for_retrieval = query_instruction_for_retrieval
         self.query_instruction_format = query_instruction_format
         self.batch_size = batch_size

@@ -197,12 +197,11 @@ class FlagICLModel:
         **_ignored,
     ):
         from evalkit.models.encoder import resolve_devices
-        from evalkit.models.flag import _model_path
+        from evalkit.models.flag import _model_path, flag_dtype
 
         path, spec = _model_path(model_name_or_path)
         devs = resolve_devices(devices)
-        if dtype is None:  # FlagEmbedding: fp16 only off the CPU
-            dtype = "fp16" if use_fp16 and not devs[0].startswith("cpu") else "fp32"
+        dtype = flag_dtype(dtype, use_fp16, devs[0])
         if padding_side is None and spec is not None:
             padding_side = spec.padding_side
         self.query_instruction_for_retrieval = query_instruction_for_retrieval

@@ -196,7 +196,7 @@ class _Reranker:
         passage_instruction_for_rerank: str | None, passage_instruction_format: str,
         revision: str | None = None, model_id: str | None = None,
     ):
-        from evalkit.models.flag import _model_path
+        from evalkit.models.flag import _model_path, flag_dtype
         from evalkit.models.loading import folder_revision
 
         if batch_size is None or int(batch_size) < 1:
@@ -206,9 +206,7 @@ class _Reranker:
         path, spec = _model_path(str(model_name_or_path))
         self.path = Path(path)
         self.devices = resolve_devices(devices)
-        if dtype is None:  # FlagEmbedding: fp16 only off the CPU; use_bf16 where asked
-            dtype = "fp16" if use_fp16 and not self.devices[0].startswith("cpu") else ("bf16" if use_bf16 else "fp32")
-        self.dtype = resolve_dtype(dtype, self.devices[0])
+        self.dtype = resolve_dtype(flag_dtype(dtype, use_fp16, self.devices[0], use_bf16), self.devices[0])
         self.batch_size = int(batch_size)
         self.normalize = bool(normalize)
         self.query_instruction_for_rerank = query_instruction_for_rerank
