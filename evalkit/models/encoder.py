@@ -9,6 +9,7 @@ Out-of-memory halves the batch and retries; several devices get one worker proce
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import nullcontext
@@ -59,6 +60,7 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     return dtype
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc keep freed activation buffers for the next batch instead of handing them back.
 
@@ -66,14 +68,12 @@ def keep_freed_memory() -> bool:
     the heap top after each free, so every batch touches its activations' pages anew: 700k page
     faults and ~7% of the time on the first pass over SciFact here. Blocks up to 32 MiB (glibc's
     cap) now come from the heap, and the heap keeps up to 1 GiB free at its top. Process-wide; a
-    no-op where there is no glibc. Returns whether it took effect.
+    no-op where there is no glibc. Returns whether it took effect; set once per process.
     """
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded in this process
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
@@ -196,8 +196,9 @@ class Core:
         if self.dtype == "fp16":  # FlagEmbedding's use_fp16: the weights themselves in half precision
             self.model.half()
         self.batch_size = int(config.batch_size)
-        self.max_batch_tokens = config.max_batch_tokens or (CPU_BATCH_TOKENS if self.device.startswith("cpu") else None)
-        if self.device.startswith("cpu"):
+        on_cpu = self.device.startswith("cpu")
+        self.max_batch_tokens = config.max_batch_tokens or (CPU_BATCH_TOKENS if on_cpu else None)
+        if on_cpu:
             keep_freed_memory()
         self._pool = None
 
