@@ -2,7 +2,8 @@
 from evalkit.errors import EvalkitError
 from evalkit.models.flag import FlagModel
 from evalkit.models.icl import FlagICLModel
+from evalkit.models.m3 import BGEM3FlagModel
 from evalkit.models.reranker import FlagLLMReranker, FlagReranker
 
-__all__ = ["EvalkitError", "FlagICLModel", "FlagModel", "FlagReranker", "FlagLLMReranker"]
+__all__ = ["BGEM3FlagModel", "EvalkitError", "FlagICLModel", "FlagModel", "FlagReranker", "FlagLLMReranker"]
 __version__ = "0.1.0"

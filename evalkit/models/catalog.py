@@ -69,7 +69,12 @@ for size in ("small", "base", "large"):
         CATALOG[f"bge-{size}-zh{ver}"] = _bge(f"bge-{size}-zh{ver}", f"BAAI/bge-{size}-zh{ver}", BGE_ZH, ("zh",))
 CATALOG.update(
     {
-        "bge-m3": ModelSpec("bge-m3", "BAAI/bge-m3", pooling="cls", max_length=8192, languages=("multilingual",)),
+        # multi-function (evalkit.models.m3.BGEM3FlagModel: dense, sparse, ColBERT); kind stays "embedder",
+        # so everything that takes an ordinary embedder (dense evaluation, few-shot selector) takes it
+        "bge-m3": ModelSpec(
+            "bge-m3", "BAAI/bge-m3", pooling="cls", max_length=8192, languages=("multilingual",),
+            extra={"multi_function": ("dense", "sparse", "colbert")},
+        ),
         "bge-en-icl": ModelSpec(
             "bge-en-icl", "BAAI/bge-en-icl", kind="icl-embedder", pooling="last_token", max_length=512,
             query_instruction="Given a web search query, retrieve relevant passages that answer the query.",
