@@ -712,7 +712,7 @@ def comparison_table(folders: list[Path], labels: list[str], tasks: list[str], f
     import tempfile
 
     from evalkit.report.compare import compare_runs
-    from evalkit.report.items import items_path
+    from evalkit.items import items_path
 
     with tempfile.TemporaryDirectory(prefix="evalkit-fewshot-") as tmp:
         runs, names = [], []

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from evalkit.errors import EvalkitError
-from evalkit.report.items import ItemRecorder
+from evalkit.items import ItemRecorder
 from evalkit.models.reranker import RERANKER_KINDS
 from evalkit.results import atomic_write_json, main_scores, read_result, result_dir
 from evalkit.runner import Outcome, RunOptions, folder_lock, set_seeds, versions

@@ -125,7 +125,7 @@ def evaluate_task(spec, ts, opts: RunOptions, embedder, extra_meta: dict | None 
     import mteb
 
     from evalkit.models.adapters import EmbeddingAdapter
-    from evalkit.report.items import ItemRecorder
+    from evalkit.items import ItemRecorder
     from evalkit.tasks import build_task
 
     t0 = time.time()
@@ -135,7 +135,7 @@ def evaluate_task(spec, ts, opts: RunOptions, embedder, extra_meta: dict | None 
     task = build_task(ts)
     prefix_fn = opts.prefix_factory(ts, task) if opts.prefix_factory else None
     adapter = EmbeddingAdapter(spec, embedder, task_instructions={ts.name: ts.instruction} if ts.instruction else None, prefix_fn=prefix_fn)
-    with ItemRecorder(task) as rec:  # <Task>.items.json: per-item scores (evalkit/report/items.py)
+    with ItemRecorder(task) as rec:  # <Task>.items.json: per-item scores (evalkit/items.py)
         res = _evaluate(mteb, adapter, task, ts, opts, prediction_folder=rec.folder)
         items = rec.items(res)  # as data: written by write_evaluation, here or on a Ray driver
     work = {
@@ -152,7 +152,7 @@ def evaluate_task(spec, ts, opts: RunOptions, embedder, extra_meta: dict | None 
 
 def write_evaluation(path: Path, ev: Evaluation) -> None:
     """Per-item scores first, then the result, each atomically: a result file never lacks its items."""
-    from evalkit.report.items import items_path
+    from evalkit.items import items_path
 
     atomic_write_json(items_path(path), ev.items)
     atomic_write_json(path, ev.doc)

@@ -95,7 +95,7 @@ def test_air_bench_bad_data_is_one_line(name, make, message, tmp_path, monkeypat
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    monkeypatch.setitem(evalkit.tasks._HUB_STATE, "https://huggingface.co", False)  # unreachable, whatever the machine
+    monkeypatch.setitem(evalkit.tasks.hub._HUB_STATE, "https://huggingface.co", False)  # unreachable, whatever the machine
     data = tmp_path / "data"
     data.mkdir()
     make(data)

@@ -4,7 +4,7 @@ A RUN is one result folder: `results/<model>/<revision>` or `.../experiments/<va
 One row per run, one column per task (its main score x100, mean over the run's splits/subsets)
 plus the average; every later run shows its delta to the first. For each later run against the
 first, a paired significance test on the per-item scores kept beside the results
-(`<Task>.items.json`, see evalkit/report/items.py and stats.py), so "B is better" comes with a
+(`<Task>.items.json`, see evalkit/items.py and stats.py), so "B is better" comes with a
 p-value; where no per-item scores exist the table says so instead of guessing.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.report.benchmarks import ad_hoc
-from evalkit.report.items import TOL, load_items
+from evalkit.items import TOL, load_items
 from evalkit.report.sources import Entry, doc_scores
 from evalkit.report.tables import aggregate, task_score
 from evalkit.results import read_result

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.report.compare import ALPHA, fmt_p, load_run, paired_test, run_files
-from evalkit.report.items import load_items
+from evalkit.items import load_items
 from evalkit.report.sources import Entry, load_published_json, load_runs
 from evalkit.results import read_result
 

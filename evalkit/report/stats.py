@@ -102,7 +102,7 @@ def bootstrap_test(stat: str, a, b, gold, n: int = N_BOOTSTRAP, seed: int = SEED
             done += k
         deltas = np.concatenate(deltas)
     elif stat.startswith("pair_"):
-        from evalkit.report.items import pair_statistic
+        from evalkit.items import pair_statistic
 
         metric = stat[len("pair_"):]
         n = min(n, max(200, int(2e7 // m)))  # mteb's metric code per resample: fewer resamples on big pair sets

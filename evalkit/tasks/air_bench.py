@@ -56,7 +56,7 @@ def source_of(spec) -> Source:
 
 
 def _rows_from_mirror(folder: Path, split: str) -> tuple[list[dict], Path]:
-    from evalkit.tasks import read_jsonl
+    from evalkit.tasks.formats import read_jsonl
 
     path = folder / f"{split}.jsonl"
     return read_jsonl(path), path
@@ -82,7 +82,9 @@ def _rows_from_hub(src: Source, split: str) -> tuple[list[dict], str]:
 
 def load_split(spec, src: Source) -> dict:
     """mteb's retrieval split data (corpus, queries, relevant_docs) for one AIR-Bench dataset."""
-    from evalkit.tasks import data_root, hub_offline_mode, hub_reachable, retrieval_split
+    from evalkit.tasks.formats import retrieval_split
+    from evalkit.tasks.hub import hub_offline_mode, hub_reachable
+    from evalkit.tasks.registry import data_root
 
     root = data_root()
     folder = src.mirror(root) if root is not None else None
@@ -124,7 +126,7 @@ def load_split(spec, src: Source) -> dict:
 
 def build(spec):
     """The mteb task for an AIR-Bench spec, data loaded."""
-    from evalkit.tasks import generic_task
+    from evalkit.tasks.formats import generic_task
 
     src = source_of(spec)
     if src.lang not in LANGS:

@@ -1,0 +1,114 @@
+"""A task spec -> mteb's own task with its data loaded and checked (hub tasks load their own data)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.tasks.formats import generic_task, load_classification, load_clustering, load_pairs, load_retrieval, load_sts
+from evalkit.tasks.hub import hub_offline_mode, hub_reachable
+from evalkit.tasks.registry import TaskSpec, data_dir_of
+
+def _split_present(folder: Path, typ: str, split: str) -> bool:
+    if typ == "Retrieval":
+        return (folder / "qrels" / f"{split}.tsv").is_file()
+    if typ == "Clustering":
+        return (folder / f"{split}.json").is_file()
+    return (folder / f"{split}.jsonl").is_file()
+
+
+def build_task(spec: TaskSpec):
+    """The mteb task for `spec`, with local data loaded (hub tasks load their own data when run)."""
+    import mteb
+
+    if spec.source == "air-bench":
+        from evalkit.tasks import air_bench
+
+        return air_bench.build(spec)
+    if spec.source == "hub":
+        if not hub_offline_mode() and not hub_reachable():
+            raise EvalkitError(
+                f"task {spec.name} loads its data from the Hugging Face hub, which cannot be reached: "
+                "mirror it into the data folder (EVALKIT_DATA), or set HF_HUB_OFFLINE=1 if it is in your HF cache"
+            )
+        try:
+            kw = {}
+            if spec.subsets:
+                kw["hf_subsets"] = spec.subsets
+            if spec.eval_splits:
+                kw["eval_splits"] = spec.eval_splits
+            return mteb.get_task(spec.mteb_name, **kw)
+        except Exception as e:
+            raise EvalkitError(f"task {spec.name}: mteb does not know {spec.mteb_name!r} ({e})") from e
+
+    folder = data_dir_of(spec)
+    if spec.mteb_task is not None or spec.data_dir is None:
+        try:
+            base = mteb.get_task(spec.mteb_name)
+        except Exception as e:
+            raise EvalkitError(f"task {spec.name}: mteb does not know {spec.mteb_name!r}: give a valid `mteb_task:` or none") from e
+        if base.metadata.type != spec.type and not (spec.type == "Retrieval" and base.metadata.type == "Reranking"):
+            raise EvalkitError(f"task {spec.name} is declared {spec.type} but mteb's {spec.mteb_name} is {base.metadata.type}")
+        multilingual = base.metadata.is_multilingual
+    else:
+        base, multilingual = None, False
+
+    if multilingual:
+        subsets = spec.subsets or sorted(p.name for p in folder.iterdir() if p.is_dir())
+        unknown = [s for s in subsets if s not in base.hf_subsets]
+        if unknown:
+            raise EvalkitError(f"task {spec.name}: subsets {unknown} are not among mteb's {spec.mteb_name} subsets")
+        folders = {s: folder / s for s in subsets}
+        for s, f in folders.items():
+            if not f.is_dir():
+                raise EvalkitError(f"task {spec.name}: missing subset folder {f}")
+    else:
+        subsets = ["default"]
+        folders = {"default": folder}
+
+    wanted = spec.eval_splits or (list(base.metadata.eval_splits) if base is not None else ["test", "validation", "dev"])
+    first = next(iter(folders.values()))
+    splits = [s for s in wanted if _split_present(first, spec.type, s)]
+    if not splits:
+        expected = ", ".join(wanted)
+        raise EvalkitError(f"task {spec.name}: no data file for any of its splits ({expected}) in {first}")
+    if spec.eval_splits:
+        for s in spec.eval_splits:
+            if not _split_present(first, spec.type, s):
+                raise EvalkitError(f"task {spec.name}: missing data file for split {s} in {first}")
+
+    if base is None:
+        task = generic_task(spec, splits)
+    else:
+        kw: dict[str, Any] = {"eval_splits": splits}
+        if multilingual:
+            kw["hf_subsets"] = subsets
+        task = mteb.get_task(spec.mteb_name, **kw)
+        if spec.name != spec.mteb_name:
+            task.metadata = task.metadata.model_copy(update={"name": spec.name})
+
+    data = {s: _load_subset(task, spec.type, f, splits) for s, f in folders.items()}
+    if spec.type == "Retrieval":
+        task.dataset = data
+    else:
+        task.dataset = data if multilingual else data["default"]
+    task.data_loaded = True
+    return task
+
+
+def _load_subset(task, typ: str, folder: Path, splits: list[str]):
+    from datasets import DatasetDict
+
+    if typ == "Retrieval":
+        return {s: load_retrieval(folder, s) for s in splits}
+    if typ == "STS":
+        lo, hi = getattr(task, "min_score", 0), getattr(task, "max_score", 5)
+        return DatasetDict({s: load_sts(folder, s, lo, hi) for s in splits})
+    if typ == "PairClassification":
+        return DatasetDict({s: load_pairs(folder, s) for s in splits})
+    if typ == "Clustering":
+        return DatasetDict({s: load_clustering(folder, s) for s in splits})
+    if typ == "Classification":
+        needed = list(dict.fromkeys([getattr(task, "train_split", "train"), *splits]))
+        return DatasetDict({s: load_classification(folder, s) for s in needed})
+    raise EvalkitError(f"task type {typ} cannot be read from a local folder yet: give `source: hub`")
