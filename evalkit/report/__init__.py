@@ -3,6 +3,7 @@ tests, and the regression gate.
 
 - benchmarks.py  benchmark definitions from tasks/benchmarks.yaml (columns, splits, metric)
 - sources.py     rows: evalkit's result folders, published scores (JSON or an MTEB results clone)
+- published.py   the public MTEB results repository's files, any mteb version; source folders' precedence
 - tables.py      aggregation that never averages over a partial group without saying so
 - render.py      markdown / CSV / self-contained HTML (jinja2 templates in templates/, inline SVG charts)
 - items.py       per-item scores kept beside each result (<Task>.items.json), written by the runner
@@ -16,9 +17,10 @@ from pathlib import Path
 
 
 def make_report(results: Path, benchmark: str | None = None, published: list[Path] | None = None, fmt: str = "md",
-                out_dir: Path | None = None, partial: str = "mark") -> str:
+                out_dir: Path | None = None, partial: str = "mark", published_source: str = "authors") -> str:
     """The leaderboard of `benchmark` (default offline-en) over the runs in `results` and the
-    published sources, rendered as `fmt` (md | csv | html)."""
+    published sources, rendered as `fmt` (md | csv | html). `published_source` orders a results
+    repository's source folders (authors | reruns | folder names, see evalkit/report/published.py)."""
     from evalkit.report.benchmarks import DEFAULT_BENCHMARK, load_benchmark
     from evalkit.report.render import render
     from evalkit.report.sources import load_published, load_runs
@@ -27,7 +29,7 @@ def make_report(results: Path, benchmark: str | None = None, published: list[Pat
     bench = load_benchmark(benchmark or DEFAULT_BENCHMARK)
     entries = load_runs(results)
     for p in published or []:
-        entries += load_published(p)
+        entries += load_published(p, published_source)
     table = build_table(entries, bench, partial=partial)
     if not table.rows:
         from evalkit.errors import EvalkitError

@@ -13,6 +13,13 @@ from evalkit.errors import EvalkitError
 
 DEFAULT_BENCHMARK = "offline-en"
 MODEL_COLUMNS = ("Dimension", "Sequence Length")
+# How the model cards' tables were computed: every task score rounded to 2 decimals (x100) first,
+# then the mean, rounded to 2 decimals, the two tools breaking ties their own way.
+#   mteb-leaderboard  the MTEB leaderboard (model cards' MTEB table): Python round() per task, pandas
+#                     mean, pandas round(2) (numpy: round half to even on the binary value x 100)
+#   c-mteb            C-MTEB's summarize_results.py (model cards' C-MTEB tables): round(x * 100, 2) per
+#                     task, round(sum / n, 2)
+ROUNDINGS = ("mteb-leaderboard", "c-mteb")
 
 
 @dataclass
@@ -37,6 +44,8 @@ class Benchmark:
     overrides: dict[str, dict] = field(default_factory=dict)
     subsets: dict[str, list[str]] = field(default_factory=dict)  # task -> subsets (from the task specs)
     metric: str | None = None  # None: the result's main_score
+    metric_aliases: list[str] = field(default_factory=list)  # other names of `metric`, tried in order
+    rounding: str | None = None  # None: exact means; else one of ROUNDINGS
     main_metric: str | None = None  # the tasks' main metric where mteb does not know them (AIR-Bench)
     model_columns: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
@@ -102,6 +111,21 @@ def load_benchmark(name: str) -> Benchmark:
         tasks = [str(t) for t in b["tasks"]]
     else:
         tasks = []
+    # tasks beyond the suite's: {Task: {type: T, subsets: [...]}}
+    for t, spec in (b.get("add_tasks") or {}).items():
+        spec = spec or {}
+        if not spec.get("type"):
+            raise EvalkitError(f"{where}: add_tasks: {t} needs a `type:`")
+        if t not in tasks:
+            tasks.append(str(t))
+        types[str(t)] = str(spec["type"])
+        if spec.get("subsets"):
+            subsets[str(t)] = [str(x) for x in spec["subsets"]]
+    rounding = b.get("rounding")
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise EvalkitError(f"{where}: rounding {rounding!r}: use one of {', '.join(ROUNDINGS)} (or leave it out)")
+    metric = b.get("metric")
+    metrics = [str(m) for m in metric] if isinstance(metric, list) else ([str(metric)] if metric else [])
     task_type = b.get("task_type")
     columns = []
     show_counts = bool(b.get("show_counts", False))
@@ -140,7 +164,9 @@ def load_benchmark(name: str) -> Benchmark:
         splits=list(b.get("splits") or ["test"]),
         overrides=dict(b.get("overrides") or {}),
         subsets=subsets,
-        metric=b.get("metric"),
+        metric=metrics[0] if metrics else None,
+        metric_aliases=metrics[1:],
+        rounding=rounding,
         main_metric=b.get("main_metric"),
         model_columns=list(b.get("model_columns") or []),
         info={k: b[k] for k in ("version", "hub") if k in b},

@@ -29,7 +29,8 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else None
     published = [Path(p) for p in args.with_published or []]
     out_dir = (out.parent if out is not None else Path.cwd())
-    text = make_report(results, args.benchmark, published, args.format, out_dir=out_dir, partial=args.partial)
+    text = make_report(results, args.benchmark, published, args.format, out_dir=out_dir, partial=args.partial,
+                       published_source=args.published_source)
     path = _write(text, out, "." + args.format)
     if path is not None:
         print(f"wrote {path}", file=sys.stderr)
@@ -71,7 +72,12 @@ def add_report_commands(sub) -> None:
     rp.add_argument("--results", default="results", help="folder of model folders (default: results)")
     rp.add_argument("--benchmark", default=DEFAULT_BENCHMARK, help=f"a benchmark of tasks/benchmarks.yaml (default: {DEFAULT_BENCHMARK})")
     rp.add_argument("--with-published", action="append", metavar="FILE_OR_DIR",
-                    help="published reference scores: a published_scores.json or an MTEB results clone (repeatable)")
+                    help="published reference scores: a published_scores.json, or a clone of the MTEB results repository "
+                         "(or some of its model folders; files of any mteb version) (repeatable)")
+    rp.add_argument("--published-source", default="authors", metavar="ORDER",
+                    help="which source folder of a results repository each task comes from, first that has it: "
+                         "authors (default: external, no_revision_available, then the revision folders), reruns "
+                         "(the revision folders first), or a comma-separated list of folder names / revisions (only those)")
     rp.add_argument("--format", choices=["md", "html", "csv"], default="md")
     rp.add_argument("--out", help="output path without suffix, e.g. reports/leaderboard (default: stdout)")
     rp.add_argument("--partial", choices=["mark", "hide"], default="mark",

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from evalkit.report.charts import grouped_bars
+from evalkit.report.published import source_label
 from evalkit.report.tables import Table, fewshot_series
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -31,11 +32,24 @@ def _env():
     return env
 
 
+ROUNDING_NOTE = {
+    "mteb-leaderboard": " As on the model cards (the MTEB leaderboard's way), each task score is rounded to 2 decimals "
+                        "before the means, which are rounded half to even.",
+    "c-mteb": " As on the model cards (C-MTEB's summarize_results.py), each task score is rounded to 2 decimals "
+              "before the means, which are rounded with Python's round().",
+}
+
+
 def _legend(table: Table) -> str:
     sources = sorted({r.entry.source for r in table.rows if r.entry.published})
     metric = table.benchmark.metric or "main score"
+    if table.benchmark.metric_aliases:
+        metric += f" (or {', '.join(table.benchmark.metric_aliases)})"
     published = f" Rows marked (published) are reference scores from {', '.join(sources)}." if sources else ""
-    return LEGEND.format(metric=metric, published=published)
+    if any(r.entry.candidates for r in table.rows):
+        published += (" A row read from a results repository names the source folders its scores come from"
+                      " (\"published: external\"); see \"Published sources\" for each task's.")
+    return LEGEND.format(metric=metric, published=published) + ROUNDING_NOTE.get(table.benchmark.rounding or "", "")
 
 
 def render_markdown(table: Table) -> str:
@@ -47,6 +61,7 @@ def render_markdown(table: Table) -> str:
         rows=[table.cells_text(r) for r in table.rows],
         legend=_legend(table),
         notes=table.missing_notes(),
+        provenance=table.provenance(),
         tasks=b.tasks,
         task_rows=[[rec["Model"], *("-" if v is None or v != v else f"{v:.2f}" for v in (rec[t] for t in b.tasks))] for rec in task_df.to_dict("records")],
         fewshot=[{**fs, "tasks": [{**t, "cells": ["-" if v is None else f"{v:.2f}" for v in t["values"]]} for t in fs["tasks"]]}
@@ -90,6 +105,8 @@ def render_html(table: Table, out_dir: Path | None = None) -> str:
                 "value": "" if ts.value is None else f"{ts.value:.6f}",
                 "parts": ", ".join(f"{k} {v:.2f}" for k, v in ts.parts.items()),
                 "reason": ts.reason, "link": _rel(ts.path, base),
+                "source": source_label(ts.source) if ts.source else "",
+                "notes": "; ".join(ts.notes),
             })
         rows.append({"id": f"row-{i}", "label": r.label, "published": r.entry.published, "info": [r.info.get(m, "-") for m in b.model_columns],
                      "cells": cells, "tasks": tasks, "revision": r.entry.revision or "", "variant": r.entry.variant or ""})
@@ -114,6 +131,7 @@ def render_html(table: Table, out_dir: Path | None = None) -> str:
     return _env().get_template("leaderboard.html.j2").render(
         title=b.title, benchmark=b.name, headers=table.headers, n_info=len(b.model_columns), rows=rows,
         legend=_legend(table), notes=table.missing_notes(), type_chart=type_chart, fewshot_charts=fewshot_charts,
+        provenance=table.provenance(), has_sources=any(r.entry.candidates for r in table.rows),
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     )
 

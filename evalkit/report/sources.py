@@ -7,9 +7,11 @@ each split/subset as {metric: value in 0..1}. Three sources:
 - a published-scores JSON in the format of ../shared/data/published_scores.json:
   `{task: {model: {"split/subset": {"main_score": x100, ...}}}}`; a key "split/subset(metric)" says
   that its main_score is that metric (old mteb results); other numeric fields are further metrics (x100),
-- a clone of the public MTEB results repository (folders in the results layout; its `results/`
-  subfolder is used when present).
-Published rows are marked published and labelled "(published)".
+- a clone of the public MTEB results repository, or a copy of some of its model folders (its
+  `results/` subfolder is used when present): files of every mteb version, one row per model folder,
+  each task from the first source folder in the precedence order (evalkit/report/published.py).
+Published rows are marked published and labelled "(published)"; rows from a results repository say
+which source folders they use: "BAAI/bge-base-en-v1.5 (published: external)".
 """
 from __future__ import annotations
 
@@ -40,10 +42,14 @@ class Entry:
     qualified: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)  # task -> the file the scores come from
     meta: dict = field(default_factory=dict)  # max_length, evalkit model name, ...
+    # rows from a results repository: task -> its candidates (published.Candidate), in precedence
+    # order, and the source folders (published.SourceFolder) in that order
+    candidates: dict[str, list] = field(default_factory=dict)
+    sources: list = field(default_factory=list)
 
     @property
     def display_model(self) -> str:
-        return self.model.replace("__", "/")
+        return self.meta.get("hub_name") or self.model.replace("__", "/")
 
     @property
     def fewshot_k(self) -> int | None:
@@ -157,15 +163,55 @@ def load_published_json(path: Path) -> list[Entry]:
     return list(entries.values())
 
 
-def load_published(path: Path) -> list[Entry]:
-    """Published rows from a published-scores JSON or a results-layout folder (MTEB results clone)."""
+def load_published_repository(path: Path, spec: str = "authors") -> list[Entry]:
+    """One published row per model folder of a results repository (any mteb version's files); each
+    task's candidates in the precedence order `spec` (see evalkit/report/published.py)."""
+    from evalkit.report import published as pub
+
+    pub.check_spec(spec)
+    root = pub.repository_root(Path(path))
+    entries = []
+    seen: set[str] = set()
+    for mf in pub.model_folders(root):
+        folders = [pub.read_source_folder(s) for s in sorted(mf.iterdir()) if s.is_dir() and not s.name.startswith(".")]
+        folders = [f for f in folders if f.tasks]
+        seen.update(f.name for f in folders)
+        ordered = pub.order_sources(folders, spec)
+        if not ordered:
+            continue
+        e = Entry(label="", model=mf.name, published=True, source=str(path), sources=ordered)
+        for f in ordered:
+            for task, c in f.tasks.items():
+                e.candidates.setdefault(task, []).append(c)
+                if task not in e.scores:
+                    e.scores[task] = c.scores
+                    e.paths[task] = c.path
+        # the model's facts (hub name, dimension, length) from the authors' model_meta.json first
+        meta = next((f.meta for f in pub.order_sources(folders, "authors") if f.meta.get("name")), {})
+        if meta.get("name"):
+            e.meta["hub_name"] = str(meta["name"])
+        for k in ("embed_dim", "max_tokens"):
+            if _finite(meta.get(k)):
+                e.meta[k] = int(meta[k])
+        e.meta["folder"] = str(mf)
+        e.label = f"{e.display_model} (published: {' + '.join(pub.source_label(f.name) for f in ordered)})"
+        entries.append(e)
+    if not entries:
+        if not seen:
+            raise EvalkitError(f"{path} holds no result files in the layout <model>/<source folder>/<Task>.json")
+        raise EvalkitError(
+            f"--published-source {spec}: no such source folder in {path} (its folders: {', '.join(sorted(seen)[:8])}"
+            f"{', ...' if len(seen) > 8 else ''})"
+        )
+    return entries
+
+
+def load_published(path: Path, spec: str = "authors") -> list[Entry]:
+    """Published rows from a published-scores JSON or a results-layout folder (an MTEB results
+    repository clone, or some of its model folders), `spec` choosing the source folders' precedence."""
     path = Path(path)
     if path.is_file():
         return load_published_json(path)
     if path.is_dir():
-        root = path / "results" if (path / "results").is_dir() else path
-        records = scan(root)
-        if not records:
-            raise EvalkitError(f"{path} holds no result files in the layout <model>/<revision>/<Task>.json")
-        return entries_from_records(records, published=True, source=str(path))
+        return load_published_repository(path, spec)
     raise EvalkitError(f"published scores {path} not found: give a published_scores.json or a results folder")
