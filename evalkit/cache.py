@@ -4,12 +4,19 @@ Key: a namespace (model id + revision + everything that changes a vector: poolin
 dtype, normalisation) and the exact input text after instructions and examples are applied.
 Value: the float32 vector. SQLite in WAL mode makes it safe for several processes at once on one
 host and for a kill mid-write (a transaction is all or nothing). WAL needs shared memory: never put
-the cache on a network filesystem (a Ray cluster keeps one cache per node: evalkit/distributed.py).
+the cache on a network filesystem (a Ray cluster keeps one cache per node: evalkit/executors.py).
+
+The cache is derived data, so a fault in it never stops a run. A corrupted file (SQLite's "database
+disk image is malformed" or "file is not a database", on opening or on any read or write) is moved
+aside to `embeddings.sqlite3.corrupt-<time>` (with its -wal/-shm files) and a fresh cache is started;
+a cache that cannot be written (a full disk, a read-only folder) turns itself off (`disabled` says
+why), so the Embedder just encodes. Either way one warning line, and the run goes on.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -21,6 +28,25 @@ import numpy as np
 from evalkit.errors import EvalkitError
 
 CHUNK = 500
+CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+MAX_RESETS = 3  # a cache found corrupted again and again after being moved aside is turned off
+
+log = logging.getLogger("evalkit")
+_warned_off: set[str] = set()  # caches whose "turned off" warning this process has printed
+
+
+class CacheCorrupt(sqlite3.DatabaseError):
+    """A cache whose content cannot be right (a vector of the wrong size) though SQLite read it."""
+
+
+def is_corrupt(e: BaseException) -> bool:
+    if isinstance(e, CacheCorrupt):
+        return True
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in CORRUPT_CODES
+    msg = str(e).lower()
+    return "malformed" in msg or "not a database" in msg
 
 
 def default_root() -> Path:
@@ -38,23 +64,51 @@ def text_key(text: str) -> bytes:
 class EmbeddingCache:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser() if root else default_root()
+        self.path = self.root / "embeddings.sqlite3"
+        self._db: sqlite3.Connection | None = None
+        self._inode: int | None = None
+        self._registered: dict[str, dict] = {}
+        self._width: dict[str, int] = {}
+        self._resets = 0
+        self.disabled: str | None = None  # why this cache is off for the rest of the run
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise EvalkitError(f"cannot create the embedding cache folder {self.root} ({e.strerror}): set EVALKIT_CACHE or pass --no-cache") from e
-        self.path = self.root / "embeddings.sqlite3"
-        self._db: sqlite3.Connection | None = None
+            self._turn_off(f"cannot create its folder {self.root}: {e.strerror or e}")
 
     @property
     def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = self._open()
+        db = self._conn()
+        if db is None:
+            self._refuse()
+        return db
+
+    def _refuse(self):
+        """For the commands that are about the cache itself (stats, clear): an unusable cache is an error."""
+        raise EvalkitError(f"embedding cache {self.path} cannot be used ({self.disabled}): free some space, or set EVALKIT_CACHE / --cache-dir")
+
+    def _conn(self) -> sqlite3.Connection | None:
+        """The open connection, opening (and, where the file is corrupted, replacing) it first;
+        None once the cache is off."""
+        while self._db is None and self.disabled is None:
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as e:
+                self._fault(e, "opening it")
+                continue
+            try:
+                self._inode = os.stat(self.path).st_ino
+            except OSError:
+                self._inode = None
+            if self._resets:  # a fresh file after a corrupted one: the namespaces registered so far
+                for ns, fields in self._registered.items():
+                    self._register(self._db, ns, fields)
         return self._db
 
     def _open(self, wait: float = 120.0) -> sqlite3.Connection:
         """Connect and set up. Two processes opening a new file at once can get "database is locked"
         straight away while one switches it to WAL mode (SQLite's busy wait does not cover that
-        step): waited out here, up to `wait` seconds."""
+        step): waited out here, up to `wait` seconds. Any other error is raised as it is."""
         deadline = time.monotonic() + wait
         delay = 0.05
         while True:
@@ -69,21 +123,86 @@ class EmbeddingCache:
                 )
                 db.execute("CREATE TABLE IF NOT EXISTS namespaces (ns TEXT PRIMARY KEY, fields TEXT, created REAL)")
                 return db
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
+                if db is not None and is_corrupt(e):
+                    self._db = db  # closed only after the files are moved aside: closing can delete the -wal
+                    raise
                 if db is not None:
                     db.close()
-                if "locked" in str(e) and time.monotonic() < deadline:
+                if isinstance(e, sqlite3.OperationalError) and "locked" in str(e) and time.monotonic() < deadline:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
-                raise EvalkitError(f"embedding cache {self.path} is unusable ({e}): evalkit cache clear, or pass --no-cache") from e
+                raise
+
+    def _guarded(self, what: str, fn, default=None):
+        """fn(connection), with any SQLite fault handled: a corrupted file is moved aside and fn runs
+        once more on the fresh cache; a cache that cannot be used is turned off (`default`)."""
+        for _ in range(2):
+            db = self._conn()
+            if db is None:
+                return default
+            try:
+                return fn(db)
+            except sqlite3.ProgrammingError:
+                raise  # a bug in evalkit, not a fault of the file
             except sqlite3.DatabaseError as e:
-                if db is not None:
-                    db.close()
-                raise EvalkitError(f"embedding cache {self.path} is unusable ({e}): evalkit cache clear, or pass --no-cache") from e
+                self._fault(e, what)
+        return default
+
+    def _fault(self, e: sqlite3.DatabaseError, what: str) -> None:
+        """After this the cache is closed and either free to reopen (a fresh file) or off."""
+        if not is_corrupt(e):
+            self._turn_off(f"{what}: {e}")
+        elif self._resets >= MAX_RESETS:
+            self._turn_off(f"corrupted again ({e}) after being replaced {self._resets} times")
+        else:
+            self._resets += 1
+            self._set_aside(e)  # with the connection still open: SQLite deletes the -wal on closing
+        self.close()
+
+    def _set_aside(self, e: BaseException) -> None:
+        try:
+            if self._inode is not None and os.stat(self.path).st_ino != self._inode:
+                return  # another process has already moved the corrupted file aside and started afresh
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while any(Path(f"{dest}{s}").exists() for s in ("", "-wal", "-shm")):
+            n += 1
+            dest = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            os.rename(self.path, dest)
+            for s in ("-wal", "-shm"):
+                if os.path.lexists(f"{self.path}{s}"):
+                    os.rename(f"{self.path}{s}", f"{dest}{s}")
+        except OSError as err:
+            self._turn_off(f"corrupted ({e}) and cannot be moved aside ({err.strerror or err}): delete it")
+            return
+        self._inode = None
+        log.warning("embedding cache %s is corrupted (%s): moved it aside to %s and started a fresh cache", self.path, e, dest.name)
+
+    def _turn_off(self, why: str) -> None:
+        self.close()
+        self.disabled = why
+        if str(self.path) not in _warned_off:
+            _warned_off.add(str(self.path))
+            log.warning(
+                "embedding cache %s cannot be used (%s): continuing without the cache "
+                "(free some space, or point EVALKIT_CACHE / --cache-dir at a writable folder)", self.path, why,
+            )
+
+    @staticmethod
+    def _register(db: sqlite3.Connection, ns: str, fields: dict) -> None:
+        db.execute("INSERT OR IGNORE INTO namespaces VALUES (?, ?, ?)", (ns, json.dumps(fields, sort_keys=True, default=str), time.time()))
 
     def register(self, ns: str, fields: dict) -> None:
-        self.db.execute("INSERT OR IGNORE INTO namespaces VALUES (?, ?, ?)", (ns, json.dumps(fields, sort_keys=True, default=str), time.time()))
+        self._registered[ns] = fields
+        self._guarded("writing to it", lambda db: self._register(db, ns, fields))
 
     def get_many(self, ns: str, texts: Sequence[str]) -> dict[int, np.ndarray]:
         """Index in `texts` -> cached vector, for those present."""
@@ -91,46 +210,79 @@ class EmbeddingCache:
         where = {}
         for i, k in enumerate(keys):
             where.setdefault(k, []).append(i)
-        found: dict[int, np.ndarray] = {}
         uniq = list(where)
-        for s in range(0, len(uniq), CHUNK):
-            part = uniq[s : s + CHUNK]
-            q = f"SELECT key, vec FROM vectors WHERE ns = ? AND key IN ({','.join('?' * len(part))})"
-            for key, blob in self.db.execute(q, [ns, *part]):
-                vec = np.frombuffer(blob, dtype=np.float32)
-                for i in where[key]:
-                    found[i] = vec
-        return found
+
+        def read(db: sqlite3.Connection) -> dict[int, np.ndarray]:
+            found: dict[int, np.ndarray] = {}
+            for s in range(0, len(uniq), CHUNK):
+                part = uniq[s : s + CHUNK]
+                q = f"SELECT key, vec FROM vectors WHERE ns = ? AND key IN ({','.join('?' * len(part))})"
+                for key, blob in db.execute(q, [ns, *part]):
+                    vec = np.frombuffer(self._checked(ns, blob), dtype=np.float32)
+                    for i in where[key]:
+                        found[i] = vec
+            return found
+
+        return self._guarded("reading it", read, default={})
+
+    def _checked(self, ns: str, blob) -> bytes:
+        """A stored vector has 4 bytes per float and one width per namespace, or the file is corrupted."""
+        if not isinstance(blob, bytes) or not blob or len(blob) % 4:
+            raise CacheCorrupt(f"a stored vector is not float32 ({type(blob).__name__}, {len(blob) if isinstance(blob, bytes) else '?'} bytes)")
+        width = self._width.setdefault(ns, len(blob))
+        if len(blob) != width:
+            raise CacheCorrupt(f"stored vectors of {width} and {len(blob)} bytes under one model")
+        return blob
 
     def put_many(self, ns: str, texts: Sequence[str], vectors: np.ndarray) -> None:
         rows = [(ns, text_key(t), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for t, v in zip(texts, vectors)]
-        db = self.db
-        for s in range(0, len(rows), 5000):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows[s : s + 5000])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        if rows:
+            self._width.setdefault(ns, len(rows[0][2]))
+
+        def write(db: sqlite3.Connection) -> None:
+            for s in range(0, len(rows), 5000):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows[s : s + 5000])
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        try:
+                            db.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    raise
+
+        self._guarded("writing to it", write)
 
     def stats(self) -> list[dict]:
-        out = []
-        rows = self.db.execute(
+        rows = self._guarded("reading it", lambda db: db.execute(
             "SELECT n.ns, n.fields, COUNT(v.key), COALESCE(SUM(LENGTH(v.vec)), 0) FROM namespaces n LEFT JOIN vectors v ON v.ns = n.ns GROUP BY n.ns"
-        ).fetchall()
+        ).fetchall())
+        if rows is None:
+            self._refuse()
+        out = []
         for ns, fields, count, size in rows:
             out.append({"namespace": ns, **json.loads(fields or "{}"), "vectors": count, "bytes": size})
         return out
 
     def clear(self) -> int:
-        n = self.db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-        self.db.execute("DELETE FROM vectors")
-        self.db.execute("DELETE FROM namespaces")
-        self.db.execute("VACUUM")
+        def wipe(db: sqlite3.Connection) -> int:
+            n = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            db.execute("DELETE FROM vectors")
+            db.execute("DELETE FROM namespaces")
+            db.execute("VACUUM")
+            return n
+
+        n = self._guarded("clearing it", wipe)
+        if n is None:
+            self._refuse()
         return n
 
     def close(self) -> None:
         if self._db is not None:
-            self._db.close()
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
             self._db = None

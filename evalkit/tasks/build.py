@@ -1,11 +1,12 @@
 """A task spec -> mteb's own task with its data loaded and checked (hub tasks load their own data)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.tasks.formats import generic_task, load_classification, load_clustering, load_pairs, load_retrieval, load_sts
+from evalkit.tasks.formats import generic_task, label_kind, load_classification, load_clustering, load_pairs, load_retrieval, load_sts
 from evalkit.tasks.hub import hub_offline_mode, hub_reachable
 from evalkit.tasks.registry import TaskSpec, data_dir_of
 
@@ -87,7 +88,12 @@ def build_task(spec: TaskSpec):
         if spec.name != spec.mteb_name:
             task.metadata = task.metadata.model_copy(update={"name": spec.name})
 
-    data = {s: _load_subset(task, spec.type, f, splits) for s, f in folders.items()}
+    try:  # each file's own checks, then what mteb's sampling of this task needs; all before any model loads
+        data = {s: _load_subset(task, spec.type, f, splits) for s, f in folders.items()}
+        for f, d in zip(folders.values(), data.values()):
+            _check_sampling(task, spec.type, f, d, splits)
+    except EvalkitError as e:
+        raise EvalkitError(f"task {spec.name}: {e}") from None
     if spec.type == "Retrieval":
         task.dataset = data
     else:
@@ -112,3 +118,81 @@ def _load_subset(task, typ: str, folder: Path, splits: list[str]):
         needed = list(dict.fromkeys([getattr(task, "train_split", "train"), *splits]))
         return DatasetDict({s: load_classification(folder, s) for s in needed})
     raise EvalkitError(f"task type {typ} cannot be read from a local folder yet: give `source: hub`")
+
+
+def _check_sampling(task, typ: str, folder: Path, data, splits: list[str]) -> None:
+    """Data that every file check passes but that mteb's sampling of `task` cannot use: it would
+    crash (scikit-learn's traceback) or give a meaningless score."""
+    if typ == "Classification":
+        _check_classification(task, folder, data, splits)
+    elif typ == "Clustering":
+        frac = getattr(task, "max_fraction_of_documents_to_embed", None)
+        cap = getattr(task, "max_document_to_embed", None)
+        for s in splits:
+            n = len(data[s])
+            if frac is not None:
+                k, rule = min(n, int(frac * n)), f"a fraction {frac} of the sentences"
+                need = math.ceil(2 / frac)
+            elif cap is not None:
+                k, rule, need = min(n, int(cap)), f"at most {cap} sentences", 2
+            else:
+                continue
+            if k < 2:
+                raise EvalkitError(
+                    f"{folder / f'{s}.json'}: mteb's clustering of this task embeds {rule}, here {k} of {n}: "
+                    f"it needs at least {need} sentences to cluster two"
+                )
+
+
+def _check_classification(task, folder: Path, data, splits: list[str]) -> None:
+    """mteb trains a classifier on `samples_per_label` texts per class of the training split (all a
+    class has when it has fewer), `n_experiments` times: that works with any number of rows, but
+    scikit-learn needs 2 classes in every training set, and an evaluated split of exactly two classes
+    is also scored by average precision with 1 as the positive label."""
+    train = getattr(task, "train_split", "train")
+    where = folder / f"{train}.jsonl"
+    labels = data[train]["label"]
+    classes = set(labels)
+    if len(classes) < 2:
+        raise EvalkitError(
+            f"{where}: the training split has one class ({labels[0]!r}): a classifier needs at least 2 classes to train on"
+        )
+    kinds = {label_kind(labels[0])}
+    for s in splits:
+        if s != train and data[s]["label"] and label_kind(data[s]["label"][0]) not in kinds:
+            raise EvalkitError(
+                f"{folder / f'{s}.jsonl'}: its labels are {label_kind(data[s]['label'][0])}s but the training split's "
+                f"({where.name}) are {label_kind(labels[0])}s: give the classes the same labels in both"
+            )
+    for s in splits:
+        if s != train:
+            _check_two_classes(folder / f"{s}.jsonl", data[s]["label"])
+    if getattr(task, "is_cross_validation", False):
+        from sklearn.model_selection import KFold
+
+        k = int(getattr(task, "n_splits", 5))
+        for s in splits:
+            if s != train:
+                raise EvalkitError(f"{folder / f'{s}.jsonl'}: this task is cross-validated on its {train} split, so it evaluates no other split")
+        if len(labels) < k:
+            raise EvalkitError(f"{where}: {len(labels)} rows, but mteb's {k}-fold cross-validation needs at least {k}")
+        folds = KFold(n_splits=k, shuffle=True, random_state=getattr(task, "seed", 42)).split(range(len(labels)))
+        for i, (tr, va) in enumerate(folds):
+            if len({labels[j] for j in tr}) < 2:
+                raise EvalkitError(
+                    f"{where}: in fold {i + 1} of mteb's {k}-fold cross-validation the training part has one class: "
+                    "give every class more examples"
+                )
+            _check_two_classes(where, [labels[j] for j in va])
+
+
+def _check_two_classes(where: Path, labels) -> None:
+    """mteb adds average precision for an evaluated split of exactly two classes, with scikit-learn's
+    default positive label 1: other labels (strings, 0 and 2, ...) end in a traceback."""
+    classes = set(labels)
+    if len(classes) == 2 and not (all(label_kind(c) == "number" for c in classes) and 1 in classes):
+        a, b = sorted(classes, key=str)
+        raise EvalkitError(
+            f"{where}: two classes labelled {a!r} and {b!r}: mteb scores a two-class split's average precision "
+            "with 1 as the positive label, so label the classes 0 and 1"
+        )

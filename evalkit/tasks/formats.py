@@ -57,6 +57,12 @@ def load_sts(folder: Path, split: str, min_score: float, max_score: float):
         raise EvalkitError(
             f"{path}: {len(bad)} STS scores are non-numeric or outside [{min_score}, {max_score}] (first: row {i}, {s!r})"
         )
+    if not rows:
+        raise EvalkitError(f"{path} has no rows: an STS split needs scored sentence pairs")
+    if len({float(r["score"]) for r in rows}) < 2:
+        raise EvalkitError(
+            f"{path}: all {len(rows)} scores are {rows[0]['score']!r}: the Spearman correlation is undefined unless the scores differ"
+        )
     return Dataset.from_dict(
         {"sentence1": [r["sentence1"] for r in rows], "sentence2": [r["sentence2"] for r in rows], "score": [float(r["score"]) for r in rows]}
     )
@@ -89,8 +95,25 @@ def load_classification(folder: Path, split: str):
     rows = read_jsonl(path)
     _need(rows, path, ("text", "label"))
     if not rows:
-        raise EvalkitError(f"{path} is empty")
+        raise EvalkitError(f"{path} is empty: a classification split needs labelled texts")
+    kinds = set()
+    for i, r in enumerate(rows, 1):
+        kind = label_kind(r["label"])
+        if kind is None:
+            raise EvalkitError(f"{path}: row {i} has the label {r['label']!r}: a class label must be a string or an integer")
+        kinds.add(kind)
+    if len(kinds) > 1:
+        raise EvalkitError(f"{path}: labels mix strings and numbers: give every class label the same type")
     return list_columns(Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}))
+
+
+def label_kind(label) -> str | None:
+    """'string' or 'number' for a usable class label (sklearn's classes), None for anything else."""
+    if isinstance(label, str):
+        return "string"
+    if isinstance(label, (bool, int)) or (isinstance(label, float) and math.isfinite(label) and label.is_integer()):
+        return "number"
+    return None
 
 
 def load_pairs(folder: Path, split: str):
@@ -102,6 +125,13 @@ def load_pairs(folder: Path, split: str):
     bad = [i for i, r in enumerate(rows, 1) if r["label"] not in (0, 1) or isinstance(r["label"], bool)]
     if bad:
         raise EvalkitError(f"{path}: {len(bad)} labels are not 0 or 1 (first: row {bad[0]})")
+    if not rows:
+        raise EvalkitError(f"{path} has no rows: a pair classification split needs labelled sentence pairs")
+    if len({int(r["label"]) for r in rows}) < 2:
+        raise EvalkitError(
+            f"{path}: all {len(rows)} labels are {int(rows[0]['label'])}: pair classification needs both 0 and 1 "
+            "(average precision is undefined or trivially 1 otherwise)"
+        )
     return Dataset.from_dict(
         {"sentence1": [r["sentence1"] for r in rows], "sentence2": [r["sentence2"] for r in rows], "labels": [int(r["label"]) for r in rows]}
     )
@@ -123,6 +153,11 @@ def load_clustering(folder: Path, split: str):
         raise EvalkitError(f"{path}: {len(doc['sentences'])} sentences but {len(doc['labels'])} labels")
     if not doc["sentences"]:
         raise EvalkitError(f"{path}: no sentences")
+    if len({json.dumps(x, sort_keys=True) for x in doc["labels"]}) < 2:
+        raise EvalkitError(
+            f"{path}: all {len(doc['labels'])} sentences have the label {doc['labels'][0]!r}: clustering needs at least 2 labels "
+            "(the V-measure is trivially 1 otherwise)"
+        )
     ds = Dataset.from_dict({"sentences": list(doc["sentences"]), "labels": list(doc["labels"])})
     return ds.class_encode_column("labels")
 
@@ -174,8 +209,14 @@ def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict, *, c
         dup = [k for k, n in Counter(r[0] for r in rows).items() if n > 1]
         if dup:
             raise EvalkitError(f"{where}: {len(dup)} duplicate ids (first: {dup[0]!r})")
-    if not qrels:
+    if not qrels or not any(docs for docs in qrels.values()):
         raise EvalkitError(f"{qrels_where} has no judgements")
+    if not any(score > 0 for docs in qrels.values() for score in docs.values()):
+        n = sum(len(docs) for docs in qrels.values())
+        raise EvalkitError(
+            f"{qrels_where}: none of its {n} judgements is positive (score > 0): no query has a relevant document, "
+            "so every score would be 0"
+        )
     doc_ids = {r[0] for r in corpus}
     query_ids = {r[0] for r in queries}
     unknown_q = [q for q in qrels if q not in query_ids]
