@@ -12,7 +12,7 @@ TORCH   ?= torch==2.13.0
 # published reference rows for `make report`, when the shared data folder is beside the project
 PUBLISHED ?= $(wildcard ../shared/data/published_scores.json)
 
-.PHONY: install eval test report bench clean browser
+.PHONY: install eval test report bench bench-gpu clean browser
 
 $(BIN)/evalkit: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,11 @@ report: install
 bench: install
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 	$(BIN)/python benchmarks/bench_ray.py
+
+# on a machine with a GPU (and a CUDA torch in .venv): encode throughput of bge-large- and
+# bge-en-icl-sized random models against sentence-transformers, and MiniLM's fp16 score change
+bench-gpu: install
+	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info
