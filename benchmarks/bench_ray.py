@@ -59,17 +59,18 @@ def scores_of(folder: Path) -> dict:
 SEARCH_CHILD = r"""
 import json, sys
 from pathlib import Path
+from evalkit.evaluate import Job, Models, evaluate_unit
 from evalkit.models.catalog import get_spec
-from evalkit.runner import RunOptions, evaluate_task, make_embedder
+from evalkit.plan import Settings, make_plan
 from evalkit.tasks import Registry
 from evalkit import search
 mode, cache = sys.argv[1], sys.argv[2]
 blocks = []
 real = search.MemmapIndex._note
 search.MemmapIndex._note = lambda self, s, n: (blocks.append(int(s.numel())), real(self, s, n))
-spec = get_spec("all-MiniLM-L6-v2")
-opts = RunOptions(output=Path(cache) / "unused", cache_dir=Path(cache), search=mode)
-ev = evaluate_task(spec, Registry().task("SciFact"), opts, make_embedder(spec, opts))
+opts = Settings(output=Path(cache) / "unused", cache_dir=Path(cache), search=mode)
+(unit,) = make_plan(get_spec("all-MiniLM-L6-v2"), [Registry().task("SciFact")], opts).units
+ev = evaluate_unit(Job(unit), opts, Models(opts))
 print(json.dumps({"ndcg_at_10": ev.doc["scores"]["test"][0]["ndcg_at_10"], "encoded": ev.encoded, "max_block": max(blocks) if blocks else None}))
 """
 

@@ -39,86 +39,149 @@ def _task_specs(args):
     return [reg.task(n) for n in names]
 
 
-def run_options(args):
-    from evalkit.runner import RunOptions
+def settings_of(args):
+    from evalkit.plan import Settings
 
-    return RunOptions(
+    return Settings(
         output=Path(args.output), overwrite=args.overwrite, batch_size=args.batch_size, dtype=args.dtype,
         device=args.device, use_cache=not args.no_cache, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         seed=args.seed, search=getattr(args, "search", None) or "auto",
     )
 
 
-def print_outcomes(outcomes, spec, out=sys.stdout) -> None:
-    from evalkit.runner import published_for, published_scores
+def plan_of(args):
+    """The run as data, every input checked (evalkit/plan.py); nothing written yet."""
+    from evalkit.fewshot import settings_from_args
+    from evalkit.models.catalog import get_spec
+    from evalkit.plan import make_plan
 
+    settings = settings_of(args)
+    spec = _model_spec(args)
+    if args.reranker and args.first_stage:
+        raise EvalkitError("give --reranker (with an embedder as --model) or --first-stage (with a reranker as --model), not both")
+    if args.ray_workers is not None and args.ray is None:
+        raise EvalkitError("--ray-workers sets the actors of --ray: add --ray")
+    fewshot = settings_from_args(args, spec)
+    specs = _task_specs(args)
+    return make_plan(
+        spec, specs, settings, kind=args.kind, fewshot=fewshot,
+        reranker=get_spec(args.reranker) if args.reranker else None,
+        first_stage=get_spec(args.first_stage) if args.first_stage else None, top_k=args.top_k,
+    )
+
+
+def cmd_run(args) -> int:
+    from evalkit.progress import Progress
+    from evalkit.run import execute
+
+    plan = plan_of(args)
+    if args.dry_run:
+        from evalkit.estimate import estimate, format_estimate
+
+        print(format_estimate(plan, estimate(plan)), end="")
+        return 0
+    for note in plan.notes:
+        print(f"evalkit: {note}", file=sys.stderr)
+    progress = Progress()
+    executor = None
+    if args.ray is not None:  # the same plan, its units on a Ray cluster (evalkit/executors.py)
+        from evalkit.executors import RayExecutor, import_ray
+
+        import_ray()
+        kw = {} if args.ray_shard_above is None else {"shard_above": args.ray_shard_above}
+        executor = RayExecutor(plan.settings, address=args.ray, workers=args.ray_workers, throwaway_cache=plan.throwaway_cache, **kw).start()
+    try:
+        outcomes = execute(plan, executor, progress)
+    finally:
+        progress.close()
+        if executor is not None:
+            executor.close()
+    if any(o.status != "failed" for o in outcomes):
+        print_outcomes(outcomes)
+    fewshot_folders = _fewshot_folders(outcomes)
+    if len(fewshot_folders) > 1:
+        labels = list(fewshot_folders)
+        print(comparison_table(list(fewshot_folders.values()), labels, sorted({o.task for o in outcomes})), end="")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed and len(outcomes) > 1:
+        print(f"evalkit: {len(failed)} of {len(outcomes)} units failed: {', '.join(o.unit.label for o in failed)}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _fewshot_folders(outcomes) -> dict:
+    """{setting label: result folder} of the main embedder's settings, when there are several."""
+    out: dict = {}
+    for o in outcomes:
+        u = o.unit
+        if u.role == "embed" and u.fewshot is not None:
+            out.setdefault(u.setting_label, u.folder)
+    return out
+
+
+def print_outcomes(outcomes, out=None) -> None:
+    """Every unit: its main score, the published score, the few-shot delta (to the same model's
+    0-shot unit) and the rerank gain (to its first stage), x100."""
+    from evalkit.results import published_for, published_scores
+
+    out = out or sys.stdout
     pub = published_scores()
+    by_key = {o.unit.key: o for o in outcomes}
+    zero = {(o.unit.model.spec.result_name, o.task): o for o in outcomes if o.unit.role == "embed" and not o.unit.variant}
     rows = []
     for o in outcomes:
-        p = published_for(pub, o.task, spec.result_name)
+        u = o.unit
+        label = u.model.name + (f" [{u.variant}]" if u.variant else "")
         if o.status == "failed":
-            rows.append((o.task, o.type, "failed", "-", "-"))
+            rows.append((o.task, label, "failed", "-", "-", "-"))
             continue
+        p = published_for(pub, o.task, u.model.spec.result_name) if not u.variant else {}
+        z = zero.get((u.model.spec.result_name, o.task)) if u.role == "embed" and u.variant else None
+        fs = by_key.get(u.first_stage.key) if u.first_stage is not None else None
         for key, score in o.scores.items():
-            label = o.task if len(o.scores) == 1 else f"{o.task} ({key})"
-            ps = p.get(key)
+            name = o.task if len(o.scores) == 1 else f"{o.task} ({key})"
             mine = None if score is None else 100 * score
-            delta = f"{mine - ps:+.2f}" if (ps is not None and mine is not None) else "-"
-            rows.append((label, o.type, _fmt(mine), _fmt(ps), delta))
-    head = ("task", "type", "main score", "published", "delta")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(5)]
-    line = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            ps = p.get(key)
+            pub_s = "-" if ps is None else f"{ps:.2f}" + (f" ({round(mine - ps, 2) + 0.0:+.2f})" if mine is not None else "")
+            delta = gain = "-"
+            if z is not None and z.status != "failed" and z.scores.get(key) is not None and mine is not None:
+                delta = f"{mine - 100 * z.scores[key]:+.2f}"
+            if fs is not None and fs.status != "failed" and fs.scores.get(key) is not None and mine is not None:
+                gain = f"{mine - 100 * fs.scores[key]:+.2f}"
+            rows.append((name, label, _fmt(mine), pub_s, delta, gain))
+    head = ("task", "model [variant]", "main score", "published", "few-shot delta", "rerank gain")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     print(line(head), file=out)
     for r in rows:
         print(line(r), file=out)
 
 
-def cmd_run(args) -> int:
-    from evalkit.runner import make_embedder, run_tasks
+def comparison_table(folders: list[Path], labels: list[str], tasks: list[str], fmt: str = "md") -> str:
+    """evalkit.report.compare's table over the settings' result folders, limited to `tasks` (a plain
+    result folder may hold other tasks of the same model from other runs)."""
+    import tempfile
 
-    spec = _model_spec(args)
-    specs = _task_specs(args)
-    opts = run_options(args)
-    from evalkit.rerank import cli_run as rerank_run, is_reranker
+    from evalkit.report.compare import compare_runs
+    from evalkit.items import items_path
 
-    fewshot = args.fewshot is not None or any((args.fewshot_compare, args.selector, args.selector_model))
-    if fewshot and (args.reranker or args.first_stage or is_reranker(spec)):
-        raise EvalkitError("--fewshot / --fewshot-compare evaluate an embedder: drop --reranker / --first-stage")
-    if args.ray is not None and (fewshot or args.reranker or args.first_stage or is_reranker(spec) or spec.kind == "icl-embedder"):
-        raise EvalkitError("--ray runs plain embedder evaluations: drop --ray for few-shot, in-context or reranker runs")
-    if args.reranker or args.first_stage or is_reranker(spec):  # two-stage, or a reranker on its own tasks
-        return rerank_run(args, spec, specs, opts)
-    if fewshot or spec.kind == "icl-embedder":  # few-shot settings, or an in-context model (evalkit/fewshot.py)
-        from evalkit.fewshot import cli_run as fewshot_run
-
-        return fewshot_run(args, spec, specs, opts)
-    embedder = make_embedder(spec, opts)
-    n = len(specs)
-    counter = iter(range(1, n + 1))
-
-    def progress(o):
-        i = next(counter)
-        if o.status == "failed":
-            print(f"evalkit: [{i}/{n}] {o.task}: {o.message}", file=sys.stderr, flush=True)
-        else:
-            s = ", ".join(f"{k} {100 * v:.2f}" for k, v in o.scores.items())
-            extra = "already done" if o.status == "skipped" else f"{o.encoded} texts encoded, {o.cached} from cache, {o.seconds:.1f}s"
-            print(f"[{i}/{n}] {o.task}: {s} ({extra})", file=sys.stderr, flush=True)
-
-    if args.ray is not None:  # the same run, its work on a Ray cluster (evalkit/distributed.py)
-        from evalkit.distributed import import_ray, run_on_ray
-
-        import_ray()
-        kw = {} if args.ray_shard_above is None else {"shard_above": args.ray_shard_above}
-        outcomes = run_on_ray(spec, specs, opts, address=args.ray, workers=args.ray_workers, embedder=embedder, on_outcome=progress, **kw)
-    else:
-        outcomes = run_tasks(spec, specs, opts, embedder=embedder, on_outcome=progress)
-    if any(o.status != "failed" for o in outcomes):
-        print_outcomes(outcomes, spec)
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed and n > 1:
-        print(f"evalkit: {len(failed)} of {n} tasks failed: {', '.join(o.task for o in failed)}", file=sys.stderr)
-    return 2 if failed else 0
+    with tempfile.TemporaryDirectory(prefix="evalkit-fewshot-") as tmp:
+        runs, names = [], []
+        for i, (folder, label) in enumerate(zip(folders, labels)):
+            d = Path(tmp) / f"run{i}"
+            d.mkdir()
+            for t in tasks:
+                src = Path(folder) / f"{t}.json"
+                if src.is_file():
+                    (d / src.name).symlink_to(src.resolve())
+                    it = items_path(src)
+                    if it.is_file():
+                        (d / it.name).symlink_to(it.resolve())
+            if any(d.iterdir()):
+                runs.append(d)
+                names.append(label)
+        if len(runs) < 2:
+            return "evalkit: fewer than two settings have results: nothing to compare\n"
+        return compare_runs(runs, names, fmt=fmt)
 
 
 def cmd_list(args) -> int:
@@ -195,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ray: retrieval corpora above DOCS documents are encoded in shards on all workers first (default 50000)")
     r.add_argument("--search", choices=["auto", "memmap", "mteb"], default="auto",
                    help="retrieval search: memory-bounded memmap search (memmap; auto above 100k documents) or mteb's own (mteb)")
+    r.add_argument("--kind", choices=["embedder", "icl-embedder", "reranker", "llm-reranker"],
+                   help="what --model is, for a folder or hub id outside the catalog (default: from its config)")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and an estimate of its time; write nothing")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     r.set_defaults(func=cmd_run)
 
@@ -220,6 +286,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         _quiet()
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM (a job scheduler, `kill`) ends the run as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except EvalkitError as e:
@@ -228,7 +300,7 @@ def main(argv=None) -> int:
         print(f"evalkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("evalkit: interrupted; finished tasks are kept, run the same command again to resume", file=sys.stderr)
+        print("evalkit: interrupted; finished units are kept, run the same command again to resume", file=sys.stderr)
         return 130
 
 

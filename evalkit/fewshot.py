@@ -44,8 +44,7 @@ import hashlib
 import json
 import logging
 import re
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -121,7 +120,9 @@ def _eval_splits(task) -> list[str]:
 def _split_data(ts, task, subset: str, split: str):
     """One split of the task's data in mteb's shape: from the loaded task when it holds the split,
     else from the local data folder."""
-    from evalkit import tasks as T
+    from evalkit.tasks import formats as T
+    from evalkit.tasks.build import split_present
+    from evalkit.tasks.registry import data_dir_of
 
     ds = task.dataset if getattr(task, "data_loaded", False) else None
     if ds is not None:
@@ -132,10 +133,10 @@ def _split_data(ts, task, subset: str, split: str):
         raise EvalkitError(
             f"task {ts.name}: its split {split!r} is not loaded from the hub: give the task a few-shot examples file (`fewshot: {{file: ...}}`)"
         )
-    folder = T.data_dir_of(ts)
+    folder = data_dir_of(ts)
     if _multilingual(task) and (folder / subset).is_dir():
         folder = folder / subset
-    if not T._split_present(folder, ts.type, split):
+    if not split_present(folder, ts.type, split):
         raise EvalkitError(
             f"task {ts.name}: no {split!r} split in {folder} to draw few-shot examples from: "
             "set `fewshot: {split: ...}` to a split that exists, or give an examples file (`fewshot: {file: ...}`)"
@@ -548,18 +549,18 @@ class Prefixer:
 
 
 class FewshotFactory:
-    """RunOptions.prefix_factory for one setting: (task_spec, mteb_task) -> Prefixer.
+    """One setting's prefixes: (task_spec, mteb_task) -> Prefixer, the adapter's `prefix_fn`.
 
-    It also puts the setting and the task's pool into `opts.extra_meta["fewshot"]`, which the runner
-    writes into the task's result file; the selection counts are filled in while mteb encodes.
+    The Prefixer's `info` holds the setting and the task's pool, and the selection counts filled in
+    while mteb encodes; it goes into the result file under "evalkit" -> "fewshot".
     """
 
-    def __init__(self, setting: Setting, spec, embedder, opts, selector_embedder=None):
-        self.setting, self.spec, self.embedder, self.opts = setting, spec, embedder, opts
+    def __init__(self, setting: Setting, spec, embedder, selector_embedder=None):
+        self.setting, self.spec, self.embedder = setting, spec, embedder
         self.selector_embedder = selector_embedder
         self.icl = spec.kind == "icl-embedder"
         if self.icl and not hasattr(embedder, "icl_query"):
-            raise EvalkitError(f"{spec.name} is an in-context embedder: run it with evalkit.models.icl.ICLEmbedder (make_icl_embedder)")
+            raise EvalkitError(f"{spec.name} is an in-context embedder: run it with evalkit.models.icl.ICLEmbedder")
         self.prefixers: dict[str, Prefixer] = {}
 
     def _selector_meta(self) -> dict | None:
@@ -581,7 +582,6 @@ class FewshotFactory:
             "task": ts.name, "pool": {}, "eval_splits": _eval_splits(task),
             "stats": {"inputs": {}, "example_sources": {}, "fewer_than_k": 0},
         }
-        self.opts.extra_meta["fewshot"] = info
         instruct = ts.instruction or self.spec.query_instruction
         pools, selector = {}, None
         if st.k > 0:
@@ -643,92 +643,3 @@ def settings_from_args(args, spec) -> list[Setting]:
     out = [Setting(0, seed=seed)] if 0 in ks else []
     out += [Setting(x, s, seed, sel_model if s == "similar" else None) for x in ks if x > 0 for s in selectors]
     return out
-
-
-def selector_embedder_for(name: str, spec, embedder, opts):
-    """The selector embedder: the evaluated model's own embedder when it is the same model."""
-    from evalkit.models.catalog import get_spec
-    from evalkit.runner import make_embedder
-
-    sspec = get_spec(name)
-    if sspec.kind not in ("embedder",):
-        raise EvalkitError(f"--selector-model {name} is a {sspec.kind}: the selector must be an ordinary embedder")
-    sel = make_embedder(sspec, opts)
-    return embedder if sel.namespace == embedder.namespace else sel
-
-
-def cli_run(args, spec, task_specs, opts) -> int:
-    """`evalkit run` with --fewshot / --fewshot-compare, or an in-context model (always this path)."""
-    from evalkit.cli import print_outcomes
-    from evalkit.models.icl import make_icl_embedder
-    from evalkit.results import result_dir
-    from evalkit.runner import make_embedder, run_tasks
-
-    settings = settings_from_args(args, spec)
-    embedder = make_icl_embedder(spec, opts) if spec.kind == "icl-embedder" else make_embedder(spec, opts)
-    selector_embedders: dict[str, object] = {}
-    n = len(task_specs)
-    last, failed = [], []
-    for st in settings:
-        o = replace(opts, variant=st.variant, extra_meta=dict(opts.extra_meta), prefix_factory=None)
-        if st.k > 0 or spec.kind == "icl-embedder":
-            sel = None
-            if st.selector == "similar" and st.k > 0:
-                if st.model not in selector_embedders:
-                    selector_embedders[st.model] = selector_embedder_for(st.model, spec, embedder, opts)
-                sel = selector_embedders[st.model]
-            o.prefix_factory = FewshotFactory(st, spec, embedder, o, sel)
-        counter = iter(range(1, n + 1))
-
-        def progress(out, st=st, counter=counter):
-            i = next(counter)
-            if out.status == "failed":
-                print(f"evalkit: [{st.label}] [{i}/{n}] {out.task}: {out.message}", file=sys.stderr, flush=True)
-            else:
-                s = ", ".join(f"{k} {100 * v:.2f}" for k, v in out.scores.items())
-                extra = "already done" if out.status == "skipped" else f"{out.encoded} texts encoded, {out.cached} from cache, {out.seconds:.1f}s"
-                print(f"[{st.label}] [{i}/{n}] {out.task}: {s} ({extra})", file=sys.stderr, flush=True)
-
-        outcomes = run_tasks(spec, task_specs, o, embedder=embedder, on_outcome=progress)
-        enc, cached = sum(x.encoded for x in outcomes), sum(x.cached for x in outcomes)
-        print(f"[{st.label}] {enc} texts encoded, {cached} from cache", file=sys.stderr, flush=True)
-        failed += [f"{x.task} ({st.label})" for x in outcomes if x.status == "failed"]
-        last = outcomes
-    if len(settings) == 1:
-        if any(x.status != "failed" for x in last):
-            print_outcomes(last, spec)
-    else:
-        folders = [result_dir(opts.output, spec.result_name, embedder.revision, st.variant) for st in settings]
-        print(comparison_table(folders, [st.label for st in settings], [ts.name for ts in task_specs]), end="")
-    if failed:
-        print(f"evalkit: {len(failed)} task runs failed: {', '.join(failed)}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def comparison_table(folders: list[Path], labels: list[str], tasks: list[str], fmt: str = "md") -> str:
-    """evalkit.report.compare's table over the settings' result folders, limited to `tasks` (a plain
-    result folder may hold other tasks of the same model from other runs)."""
-    import tempfile
-
-    from evalkit.report.compare import compare_runs
-    from evalkit.items import items_path
-
-    with tempfile.TemporaryDirectory(prefix="evalkit-fewshot-") as tmp:
-        runs, names = [], []
-        for i, (folder, label) in enumerate(zip(folders, labels)):
-            d = Path(tmp) / f"run{i}"
-            d.mkdir()
-            for t in tasks:
-                src = Path(folder) / f"{t}.json"
-                if src.is_file():
-                    (d / src.name).symlink_to(src.resolve())
-                    it = items_path(src)
-                    if it.is_file():
-                        (d / it.name).symlink_to(it.resolve())
-            if any(d.iterdir()):
-                runs.append(d)
-                names.append(label)
-        if len(runs) < 2:
-            return "evalkit: fewer than two settings have results: nothing to compare\n"
-        return compare_runs(runs, names, fmt=fmt)

@@ -19,7 +19,7 @@ those of mteb's default search (tests/test_ray.py checks it).
 How evalkit hands it to mteb without forking it: `BoundedSearch` *is* a `SearchEncoderWrapper`
 (mteb's SearchProtocol) with an index backend; a retrieval task given a SearchProtocol model uses
 it as is (mteb/abstasks/retrieval.py). The runner passes it for retrieval tasks only
-(`RunOptions.search`): `auto` (default) uses it for corpora above `BOUNDED_ABOVE` documents,
+(`Settings.search`, `--search`): `auto` (default) uses it for corpora above `BOUNDED_ABOVE` documents,
 `memmap` always, `mteb` never.
 """
 from __future__ import annotations
@@ -261,7 +261,7 @@ def search_model_for(adapter, task, opts):
         if size is not None and size <= above:
             return adapter
     return BoundedSearch(adapter, mode=mode, bounded_above=above,
-                         query_block=getattr(opts, "query_block", QUERY_BLOCK), doc_chunk=getattr(opts, "doc_chunk", DOC_CHUNK))
+                         query_block=getattr(opts, "query_block", None) or QUERY_BLOCK, doc_chunk=getattr(opts, "doc_chunk", None) or DOC_CHUNK)
 
 
 def largest_corpus(task) -> int | None:

@@ -114,6 +114,9 @@ CASES = [
 ]
 
 
+RUNTIME = {"NaN embeddings from the model"}
+
+
 def _malformed(tmp_path):
     d = sts_task(tmp_path)
     lines = (d / "test.jsonl").read_text().splitlines()
@@ -151,7 +154,10 @@ def test_bad_input(case, tmp_path, tiny_bert, results, capsys, monkeypatch):
     assert len(err) == 1, (name, err)
     assert fragment in err[0], (name, err[0])
     assert "Traceback" not in err[0]
-    assert unlocked(snapshot(results)) == unlocked(before), name
+    if name in RUNTIME:  # found while the model runs: the run had taken the folder's lock
+        assert unlocked(snapshot(results)) == unlocked(before), name
+    else:  # found by the plan, before anything is written: the folder byte for byte as it was, lock file included
+        assert snapshot(results) == before, name
 
 
 def test_persistent_oom_at_batch_size_one(tmp_path, tiny_bert, results, capsys, monkeypatch):

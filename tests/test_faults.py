@@ -456,3 +456,66 @@ def test_cross_validated_classification_needs_every_fold_to_have_two_classes(tmp
         _check_classification(task, tmp_path, data(["a", "b"] * 10), ["train"])
     with pytest.raises(EvalkitError, match="evaluates no other split"):
         _check_classification(task, tmp_path, {**data([0, 1] * 10), "test": data([0, 1])["train"]}, ["test"])
+
+
+# ---------------------------------------------------------------- signals and a killed Ray driver
+
+def test_sigterm_keeps_finished_units_and_says_how_to_resume(tiny_bert, tmp_path, reference, capsys, monkeypatch):
+    """SIGTERM (a scheduler, `kill`) is Ctrl-C: the unit written stays, one line says how to resume,
+    exit 130; the same command then finishes with the scores of a clean run."""
+    import signal
+
+    from evalkit import run as run_mod
+
+    tasks = reference_tasks(tmp_path)
+    out = tmp_path / "out"
+    real = run_mod.write_evaluation
+
+    def write_then_terminate(unit, ev):
+        real(unit, ev)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the loop goes on to the next unit
+
+    monkeypatch.setattr(run_mod, "write_evaluation", write_then_terminate)
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = run(tiny_bert, tasks, out, tmp_path / "c")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evalkit:")]
+    assert rc == 130 and err == ["evalkit: interrupted; finished units are kept, run the same command again to resume"]
+    assert list(scores(out)) == ["Sts"] and not list(out.rglob(".*.tmp"))
+    monkeypatch.setattr(run_mod, "write_evaluation", real)
+    assert run(tiny_bert, tasks, out, tmp_path / "c") == 0
+    assert scores(out) == reference
+
+
+def test_a_ray_driver_killed_at_random_moments_resumes_to_the_clean_scores(tiny_bert, tmp_path, reference):
+    """`evalkit run --ray local` SIGKILLed (with its whole process group: driver and Ray) at random
+    moments, then run again until it finishes: the results are those of a clean local run, and no
+    half-written file is ever left."""
+    import random
+    import signal
+    import sys
+    import time
+
+    from tests.offline_run import assert_no_half_written
+
+    pytest.importorskip("ray")
+    tasks = reference_tasks(tmp_path) + [sts_folder(tmp_path, f"Sts{i}", [{**r, "sentence2": r["sentence2"] + f" {i}"} for r in STS_ROWS]) for i in range(3, 7)]
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "evalkit.cli", "run", "--model", str(tiny_bert), "--tasks", ",".join(map(str, tasks)), "--output", str(out),
+            "--cache-dir", str(tmp_path / "c"), "--ray", "local", "--ray-workers", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    rng = random.Random(int(os.environ.get("EVALKIT_KILL_SEED", time.time_ns() % 10_000)))
+    for _ in range(2):
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+        try:
+            p.wait(timeout=rng.uniform(4, 12))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        assert_no_half_written(out)
+    final = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    got = scores(out)
+    assert {k: got[k] for k in reference} == reference and len(got) == len(tasks)

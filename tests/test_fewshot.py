@@ -124,10 +124,10 @@ def test_pool_errors_are_one_clear_line(tmp_path):
     ts, task = built(cls_task(tmp_path, name="EvalSplit", fewshot="{split: test}"))
     with pytest.raises(EvalkitError, match="pool split 'test' is evaluated"):
         build_pools(ts, task)
-    ts, task = built(task_folder(tmp_path, "Clu", "Clustering", {"test.json": {"sentences": ["a", "b"], "labels": ["x", "y"]}}))
+    ts, task = built(task_folder(tmp_path, "Clu", "Clustering", {"test.json": {"sentences": [f"s{i}" for i in range(60)], "labels": ["x", "y"] * 30}}))
     with pytest.raises(EvalkitError, match="no 'train' split"):
         build_pools(ts, task)
-    ts, task = built(task_folder(tmp_path, "NoPool", "STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": 1}]}, fewshot=None))
+    ts, task = built(task_folder(tmp_path, "NoPool", "STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": s} for s in (1, 2)]}, fewshot=None))
     with pytest.raises(EvalkitError, match="has no few-shot pool"):
         build_pools(ts, task)
     ts, task = built(cls_task(tmp_path, name="Keys", fewshot="{split: train, shots: 3}"))
@@ -145,7 +145,6 @@ def test_every_handed_out_example_is_checked(tmp_path):
     """The guard runs on each example given to an input: a pool item from the evaluated split
     (however it got there) stops the run with EvalkitError."""
     from evalkit.models.catalog import get_spec
-    from evalkit.runner import RunOptions
 
     ts, task = built(cls_task(tmp_path))
     pool = ExamplePool("T", "default", [Example("x", "y", split="train", row=0)], "split:train", ("test",), frozenset({"a test"}))
@@ -157,7 +156,7 @@ def test_every_handed_out_example_is_checked(tmp_path):
     class Emb:  # the prefixer only needs these of an embedder here
         path, max_length, config = None, None, type("C", (), {"trust_remote_code": False})()
 
-    prefixer = FewshotFactory(Setting(2, "first_n"), get_spec("all-MiniLM-L6-v2"), Emb(), RunOptions())(ts, task)
+    prefixer = FewshotFactory(Setting(2, "first_n"), get_spec("all-MiniLM-L6-v2"), Emb())(ts, task)
     assert prefixer("a test query film", "a test query film", None, "test", "default").endswith("a test query film")
     (pool,) = prefixer.pools.values()
     pool.items.insert(0, Example("sneaked in", "money", split="test", row=0))
@@ -215,20 +214,18 @@ def test_prefix_for_ordinary_embedders_fits_the_max_length(tmp_path, tiny_bert):
     the input past the model's max length are dropped (farthest first), never the input."""
     from evalkit.models.catalog import get_spec
     from evalkit.models.embedder import Embedder
-    from evalkit.runner import RunOptions
 
     ts, task = built(cls_task(tmp_path))
     spec = get_spec(str(tiny_bert))
-    opts = RunOptions()
     emb = Embedder(tiny_bert, max_length=512)
-    p = FewshotFactory(Setting(3, "first_n"), spec, emb, opts)(ts, task)
+    p = FewshotFactory(Setting(3, "first_n"), spec, emb)(ts, task)
     out = p("a test query money", "a test query money", None, "test", "default")
     assert out == examples_prefix([Example(r["text"], r["label"]) for r in CLS_TRAIN[1:4]], INSTR) + "a test query money"
-    short = FewshotFactory(Setting(3, "first_n"), spec, Embedder(tiny_bert, max_length=60), opts)(ts, task)
+    short = FewshotFactory(Setting(3, "first_n"), spec, Embedder(tiny_bert, max_length=60))(ts, task)
     out = short("a test query money", "a test query money", None, "test", "default")
     assert out.endswith("\n\na test query money") and 0 < out.count("<response>") < 3
     assert len(emb.tokenizer(out)["input_ids"]) <= 60
-    assert opts.extra_meta["fewshot"]["stats"]["fewer_than_k"] == 1
+    assert short.info["stats"]["fewer_than_k"] == 1
 
 
 # ----------------------------------------------------------------------------- settings and the CLI
@@ -269,7 +266,8 @@ def test_cli_compare_on_a_retrieval_task_encodes_documents_once(tmp_path, tiny_b
     assert main(["run", "--model", str(tiny_bert), "--tasks", str(d), "--output", str(out), "--fewshot-compare", "0,1,2",
                  "--selector", "first_n", "--seed", "3"]) == 0
     cap = capsys.readouterr()
-    counts = dict(re.findall(r"\[(\d-shot[^\]]*)\] (\d+ texts encoded, \d+ from cache)", cap.err))
+    counts = {v or "0-shot": c for v, c in re.findall(r"\] \S+(?: \[([^\]]+)\])? Ret: test/default [-\d.]+ \((\d+ texts encoded, \d+ from cache)", cap.err)}
+    counts = {k.replace("fewshot-", "").replace("-first_n", "-shot first_n"): c for k, c in counts.items()}
     assert counts["0-shot"] == f"{len(docs) + 4} texts encoded, 0 from cache"  # mteb encodes the 4 judged queries
     for lab in ("1-shot first_n", "2-shot first_n"):
         assert counts[lab] == f"4 texts encoded, {len(docs)} from cache"  # the queries; documents from the cache
@@ -294,7 +292,7 @@ def test_cli_fewshot_errors(tmp_path, tiny_bert, capsys):
     assert "has no few-shot pool: add `fewshot:" in capsys.readouterr().err
     assert not list(out.rglob("Sts.json"))
     for extra, msg in [(["--fewshot", "2", "--fewshot-compare", "0,2"], "not both"), (["--selector", "similar"], "need --fewshot"),
-                       (["--fewshot", "2", "--reranker", "bge-reranker-base"], "drop --reranker")]:
+                       (["--fewshot", "2", "--reranker", "bge-reranker-base"], "rerankers are scored on Retrieval and Reranking tasks only")]:
         assert main(["run", "--model", str(tiny_bert), "--tasks", str(d), "--output", str(out), *extra]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1
@@ -366,7 +364,7 @@ def test_real_run_zero_vs_three_shot_table(real_run):
     for lab in ("3-shot random (seed 42)", "3-shot similar (all-MiniLM-L6-v2)"):
         assert re.fullmatch(r"[\d.]+ \([+-][\d.]+\) \| [\d.]+ \([+-][\d.]+\) \| [\d.]+ \([+-][\d.]+\)", rows[lab])
     # the document side: zero-shot inputs are reused from the cache by the similar selector (same model)
-    assert re.search(r"\[3-shot similar \(all-MiniLM-L6-v2\)\] \d+ texts encoded, [1-9]\d* from cache", real_run["err"])
+    assert re.search(r"\[fewshot-3-similar-all-MiniLM-L6-v2\] \S+: .*\(\d+ texts encoded, [1-9]\d* from cache", real_run["err"])
 
 
 @pytest.mark.slow
@@ -379,10 +377,11 @@ def test_real_run_no_example_from_the_evaluated_split(real_run, shared_data):
     }
     rows = {t: {s: [json.loads(x) for x in (d / f"{s}.jsonl").read_text().splitlines() if x.strip()] for s in ("train", "test")} for t, d in data.items()}
     checked = 0
-    fewshot_factories = [f for f in real_run["factories"] if f.setting.k > 0]
-    assert sorted(f.setting.selector for f in fewshot_factories) == ["random", "similar"]
+    fewshot_factories = [f for f in real_run["factories"] if f.setting.k > 0]  # one per (setting, task) unit
+    assert sorted({f.setting.selector for f in fewshot_factories}) == ["random", "similar"]
+    for sel in ("random", "similar"):
+        assert sorted(t for f in fewshot_factories if f.setting.selector == sel for t in f.prefixers) == sorted(data)
     for f in fewshot_factories:
-        assert set(f.prefixers) == set(data)
         for task, p in f.prefixers.items():
             test_texts = {norm(r["text"]) for r in rows[task]["test"]}
             train = rows[task]["train"]

@@ -226,7 +226,8 @@ def test_runner_path_equals_flag_icl_model(icl_decoder, tmp_path):
     from evalkit.models.adapters import EmbeddingAdapter
     from evalkit.models.catalog import get_spec
     from evalkit.models.icl import ICLEmbedder
-    from evalkit.runner import RunOptions, run_tasks
+    from evalkit.plan import Settings
+    from evalkit.run import evaluate
     from evalkit.tasks import build_task, task_from_folder
 
     folder = icl_task(tmp_path / "icltask")
@@ -235,9 +236,9 @@ def test_runner_path_equals_flag_icl_model(icl_decoder, tmp_path):
     spec = get_spec(str(icl_decoder), kind="icl-embedder", pooling="last_token", task_instructions=True,
                     query_instruction_format="<instruct>{}\n<query>{}")
     emb = ICLEmbedder(icl_decoder, batch_size=2)
-    opts = RunOptions(output=tmp_path / "results")
-    factory = FewshotFactory(Setting(k=3, selector="fixed"), spec, emb, opts)
-    adapter = EmbeddingAdapter(spec, emb, task_instructions={ts.name: TASK}, prefix_fn=factory(ts, task))
+    factory = FewshotFactory(Setting(k=3, selector="fixed"), spec, emb)
+    prefixer = factory(ts, task)
+    adapter = EmbeddingAdapter(spec, emb, task_instructions={ts.name: TASK}, prefix_fn=prefixer)
     batches = [{"text": QUERIES[:2]}, {"text": QUERIES[2:]}]
     kw = dict(task_metadata=task.metadata, hf_split="test", hf_subset="default")
     got_q = adapter.encode(batches, prompt_type=PromptType.query, **kw)
@@ -245,25 +246,20 @@ def test_runner_path_equals_flag_icl_model(icl_decoder, tmp_path):
     m = FlagICLModel(str(icl_decoder), query_instruction_for_retrieval=TASK, examples_for_task=EXAMPLES)
     np.testing.assert_allclose(got_q, m.encode_queries(QUERIES), atol=1e-5)
     np.testing.assert_allclose(got_d, m.encode_corpus(DOCS), atol=1e-5)
-    meta = opts.extra_meta["fewshot"]
+    meta = prefixer.info
     assert meta["selector"] == "fixed" and meta["k"] == 3 and meta["input_format"] == "icl"
     assert meta["pool"]["default"]["source"] == f"file:{folder / 'examples.json'}"
     assert meta["stats"]["inputs"] == {"test": 4} and meta["stats"]["example_sources"] == {"file": 12}
 
     # zero-shot for an ICL model still gets the reference query format (suffix, truncation), no examples
-    zero = FewshotFactory(Setting(k=0), spec, emb, RunOptions(output=tmp_path / "r0"))
+    zero = FewshotFactory(Setting(k=0), spec, emb)
     adapter0 = EmbeddingAdapter(spec, emb, task_instructions={ts.name: TASK}, prefix_fn=zero(ts, task))
     got0 = adapter0.encode(batches, prompt_type=PromptType.query, **kw)
     np.testing.assert_allclose(got0, FlagICLModel(str(icl_decoder), query_instruction_for_retrieval=TASK).encode_queries(QUERIES), atol=1e-5)
 
-    # a whole run: the result file records the setting, and the documents came from the cache
-    from evalkit.cache import EmbeddingCache
-
-    emb2 = ICLEmbedder(icl_decoder, batch_size=2, cache=EmbeddingCache())
-    for st in (Setting(k=0), Setting(k=2, selector="first_n")):
-        o = RunOptions(output=tmp_path / "results", variant=st.variant)
-        o.prefix_factory = FewshotFactory(st, spec, emb2, o)
-        (out,) = run_tasks(spec, [ts], o, embedder=emb2)
+    # a whole run (the plan's two units): the result file records the setting, and the documents came from the cache
+    outs = evaluate(spec, [ts], Settings(output=tmp_path / "results", batch_size=2), fewshot=[Setting(k=0), Setting(k=2, selector="first_n")])
+    for st, out in zip((Setting(k=0), Setting(k=2, selector="first_n")), outs):
         assert out.status == "done", out.message
         doc = __import__("json").loads(out.path.read_text())
         assert doc["evalkit"]["fewshot"]["k"] == st.k and doc["evalkit"]["variant"] == st.variant
@@ -287,8 +283,8 @@ def test_cli_runs_an_icl_model_zero_and_few_shot(icl_decoder, tmp_path, monkeypa
     assert main(["run", "--model", "tiny-icl", "--tasks", str(folder), "--output", str(out), "--fewshot-compare", "0,2",
                  "--selector", "fixed", "--batch-size", "2"]) == 0
     cap = capsys.readouterr()
-    assert f"[0-shot] {len(QUERIES) + len(DOCS)} texts encoded, 0 from cache" in cap.err
-    assert f"[2-shot fixed] {len(QUERIES)} texts encoded, {len(DOCS)} from cache" in cap.err
+    assert f"tiny-icl ICLRetrieval: test/default" in cap.err and f"({len(QUERIES) + len(DOCS)} texts encoded, 0 from cache" in cap.err
+    assert f"tiny-icl [fewshot-2-fixed] ICLRetrieval" in cap.err and f"({len(QUERIES)} texts encoded, {len(DOCS)} from cache" in cap.err
     assert "| 0-shot |" in cap.out and "| 2-shot fixed |" in cap.out
     (zero,) = out.glob("tiny-icl/*/ICLRetrieval.json")
     (two,) = out.glob("tiny-icl/*/experiments/fewshot-2-fixed/ICLRetrieval.json")

@@ -43,14 +43,31 @@ def _spec_and_task(model: Path, task_dir: Path):
 
 
 def _opts(tmp: Path, **kw):
-    from evalkit.runner import RunOptions
+    from evalkit.plan import Settings
 
-    extra = {k: kw.pop(k) for k in ("query_block", "doc_chunk") if k in kw}
     kw.setdefault("cache_dir", tmp / "cache")
-    o = RunOptions(output=tmp / "results", batch_size=32, **kw)
-    for k, v in extra.items():
-        setattr(o, k, v)
-    return o
+    return Settings(output=tmp / "results", batch_size=32, **kw)
+
+
+def run_tasks(spec, specs, settings, **plan_kw):
+    """The local run of `specs` (make_plan + execute in this process)."""
+    from evalkit.run import evaluate
+
+    return evaluate(spec, specs, settings, **plan_kw)
+
+
+def run_on_ray(spec, specs, settings, *, address="local", workers=2, check_data=True, **kw):
+    """The same plan on Ray actors (the driver, this process, writes every result)."""
+    from evalkit.executors import RayExecutor
+    from evalkit.plan import make_plan
+    from evalkit.run import execute
+
+    plan = make_plan(spec, specs, settings, check_data=check_data)
+    ex = RayExecutor(settings, address=address, workers=workers, **kw)
+    try:
+        return execute(plan, ex.start())
+    finally:
+        ex.close()
 
 
 # ----------------------------------------------------------------------------- bounded search
@@ -94,7 +111,6 @@ def test_bounded_search_gives_mteb_scores_on_a_task(tiny_bert, tmp_path, monkeyp
     """Same task, mteb's default search vs the memmap search in small blocks: same metrics, same
     per-query scores, and the largest score block allocated is query_block x doc_chunk."""
     from evalkit import search
-    from evalkit.runner import run_tasks
 
     task_dir = gen_retrieval_task(tmp_path, n_docs=400, n_queries=90)
     spec, ts = _spec_and_task(tiny_bert, task_dir)
@@ -125,20 +141,24 @@ def test_bounded_search_gives_mteb_scores_on_a_task(tiny_bert, tmp_path, monkeyp
 def test_pre_encoded_corpus_is_not_encoded_again(tiny_bert, tmp_path):
     """corpus_texts() gives exactly the document texts mteb asks for: once they are in the cache, the
     evaluation encodes only the queries."""
-    from evalkit.distributed import corpus_texts
+    from evalkit.evaluate import Job, Models, evaluate_unit
+    from evalkit.executors import corpus_texts
     from evalkit.models.adapters import EmbeddingAdapter
-    from evalkit.runner import evaluate_task, make_embedder
+    from evalkit.plan import make_plan
     from evalkit.tasks import build_task
 
     task_dir = gen_retrieval_task(tmp_path, n_docs=300, n_queries=40)
     spec, ts = _spec_and_task(tiny_bert, task_dir)
     opts = _opts(tmp_path)
-    emb = make_embedder(spec, opts)
-    texts = corpus_texts(build_task(ts), EmbeddingAdapter(spec, emb), 32)
+    (unit,) = make_plan(spec, [ts], opts).units
+    models = Models(opts)
+    emb = models.embedder(unit.model)
+    texts = corpus_texts(build_task(ts), EmbeddingAdapter(unit.model.spec, emb), 32)
     assert len(texts) == 300
     emb.embed(texts[:150])
     emb.embed(texts[150:])
-    ev = evaluate_task(spec, ts, opts, make_embedder(spec, opts))
+    models.close()
+    ev = evaluate_unit(Job(unit), opts, Models(opts))
     n_queries = len({json.loads(line)["text"] for line in (task_dir / "queries.jsonl").read_text().splitlines()})
     assert ev.doc["evalkit"]["work"]["encoded_texts"] == n_queries
     assert ev.doc["evalkit"]["work"]["cached_texts"] == 300
@@ -154,9 +174,6 @@ def ray_local():
 
 
 def test_ray_shards_a_large_corpus_and_the_evaluation_encodes_no_document(ray_local, tiny_bert, tmp_path):
-    from evalkit.distributed import run_on_ray
-    from evalkit.runner import run_tasks
-
     task_dir = gen_retrieval_task(tmp_path, n_docs=400, n_queries=60)
     spec, ts = _spec_and_task(tiny_bert, task_dir)
     opts = _opts(tmp_path / "ray")
@@ -179,16 +196,16 @@ def test_ray_shards_a_large_corpus_and_the_evaluation_encodes_no_document(ray_lo
 
 
 def test_ray_a_bad_task_fails_alone(ray_local, tiny_bert, tmp_path):
-    """A task that fails on a worker (here: an empty corpus, found while sizing it for shards) is one
-    failed outcome with evalkit's one-line message; the other task is written as usual."""
-    from evalkit.distributed import run_on_ray
+    """A task that fails on a worker (here: an empty corpus, found while sizing it for shards; the plan
+    did not read the data, as if it changed after planning) is one failed outcome with evalkit's
+    one-line message; the other task is written as usual."""
     from evalkit.tasks import Registry
 
     good = gen_retrieval_task(tmp_path, n_docs=60, n_queries=10)
     bad = gen_retrieval_task(tmp_path, n_docs=60, n_queries=10, name="BadRet")
     (bad / "corpus.jsonl").write_text("")
     spec, ts = _spec_and_task(tiny_bert, good)
-    out = run_on_ray(spec, [Registry().task(str(bad)), ts], _opts(tmp_path), address="local", workers=2, shard_above=10)
+    out = run_on_ray(spec, [Registry().task(str(bad)), ts], _opts(tmp_path), address="local", workers=2, shard_above=10, check_data=False)
     assert [(o.task, o.status) for o in out] == [("BadRet", "failed"), ("GenRet", "done")]
     assert "\n" not in out[0].message and "corpus" in out[0].message, out[0].message
     assert not list(tmp_path.rglob("BadRet*.json")) and out[1].path.is_file()
@@ -197,7 +214,6 @@ def test_ray_a_bad_task_fails_alone(ray_local, tiny_bert, tmp_path):
 def test_ray_offline_en_equals_local_run_with_a_worker_killed(ray_local, killed_offline_en, tmp_path):
     """offline-en (CI's task list) with the real MiniLM on 2 Ray workers, one of them killed while it
     evaluates a task: every task finishes, with exactly the local run's scores and files."""
-    from evalkit.distributed import run_on_ray
     from evalkit.models.catalog import get_spec
     from evalkit.results import main_scores
     from evalkit.tasks import Registry
@@ -208,8 +224,7 @@ def test_ray_offline_en_equals_local_run_with_a_worker_killed(ray_local, killed_
     spec = get_spec("all-MiniLM-L6-v2")
     reg = Registry()
     specs = [reg.task(t) for t in EN_TASKS]
-    opts = _opts(tmp_path)
-    opts.cache_dir = cache
+    opts = _opts(tmp_path, cache_dir=cache)
     actors, box = [], {}
 
     def driver():
@@ -246,7 +261,7 @@ def test_ray_offline_en_equals_local_run_with_a_worker_killed(ray_local, killed_
         assert mine[t]["scores"] == local[t]["scores"], t
         assert mine[t]["evalkit"]["ray"]["workers"] == 2
         assert set(mine[t]) == set(local[t]) and set(mine[t]["evalkit"]) - set(local[t]["evalkit"]) == {"ray"}
-    task_killed = killed["task"].split(" ")[0]
+    task_killed = killed["task"].split(" ")[1]  # "<model> <task>[ (corpus)| [lo:hi]]"
     assert mine[task_killed]["evalkit"]["ray"]["worker_pid"] != killed["pid"]  # redone by the restarted worker
     assert mine[task_killed]["evalkit"]["work"]["encoded_texts"] == 0
     # the same files, in the same layout, as the local run (the driver wrote them)

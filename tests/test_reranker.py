@@ -296,9 +296,9 @@ def test_reranker_adapter_is_an_mteb_cross_encoder(tiny_cross_encoder):
 
     from evalkit.models.catalog import get_spec
     from evalkit.models.reranker import RerankerAdapter, load_reranker
-    from evalkit.rerank import as_reranker
+    from evalkit.plan import resolve_model
 
-    spec = as_reranker(get_spec(str(tiny_cross_encoder)))
+    spec = resolve_model(get_spec(str(tiny_cross_encoder))).spec
     assert spec.kind == "reranker"
     rr = load_reranker(spec, devices="cpu")
     adapter = RerankerAdapter(spec, rr)
@@ -330,9 +330,9 @@ def _tiny_reranking_task():
 
 
 def test_reranker_alone_on_a_reranking_task(tiny_cross_encoder, tmp_path, monkeypatch):
-    from evalkit import rerank
     from evalkit.models.catalog import get_spec
-    from evalkit.runner import RunOptions
+    from evalkit.plan import Settings, make_plan
+    from evalkit.run import evaluate
     from evalkit.tasks import TaskSpec
 
     calls = []
@@ -343,25 +343,25 @@ def test_reranker_alone_on_a_reranking_task(tiny_cross_encoder, tmp_path, monkey
         return task
 
     monkeypatch.setattr("evalkit.tasks.build_task", fake_build_task)
-    spec = rerank.as_reranker(get_spec(str(tiny_cross_encoder)))
+    spec = get_spec(str(tiny_cross_encoder))
     ts = TaskSpec(name="SciDocsRR", type="Reranking", source="local")
-    opts = RunOptions(output=tmp_path / "results", device="cpu", batch_size=4)
-    out = rerank.run_rerank(None, spec, [ts], opts)
-    assert [o.status for o in out] == ["done"] and out[0].first_stage is None
-    path = out[0].reranked.path
+    settings = Settings(output=tmp_path / "results", device="cpu", batch_size=4)
+    out = evaluate(spec, [ts], settings)
+    assert [o.status for o in out] == ["done"] and out[0].unit.first_stage is None and out[0].unit.role == "rerank"
+    path = out[0].path
     # the reranker's own folder, no experiment variant: the task's candidates are its own
     assert path.parent.parent == tmp_path / "results" / spec.result_name
     assert out[0].pairs == 4 + 3 + 4
     doc = json.loads(path.read_text())
     assert doc["evalkit"]["first_stage"] is None and doc["evalkit"]["kind"] == "reranker"
     assert doc["task_name"] == "SciDocsRR" and 0 <= doc["scores"]["test"][0]["main_score"] <= 1
-    # a retrieval task without a first stage: one clear line, nothing loaded
+    # a retrieval task without a first stage, a task a reranker cannot score, a bad k: one clear line each
     with pytest.raises(EvalkitError, match="--first-stage"):
-        rerank.run_rerank(None, spec, [TaskSpec(name="SciFact", type="Retrieval")], opts)
+        make_plan(spec, [TaskSpec(name="SciFact", type="Retrieval")], settings)
     with pytest.raises(EvalkitError, match="Retrieval and Reranking tasks only"):
-        rerank.run_rerank(None, spec, [TaskSpec(name="STS12", type="STS")], opts)
+        make_plan(spec, [TaskSpec(name="STS12", type="STS")], settings)
     with pytest.raises(EvalkitError, match="top-k"):
-        rerank.check_plan(get_spec("all-MiniLM-L6-v2"), spec, [ts], 0)
+        make_plan(get_spec("all-MiniLM-L6-v2"), [ts], settings, reranker=spec, top_k=0)
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -399,17 +399,17 @@ def scifact_two_stage(tmp_path_factory, tiny_cross_encoder, shared_data, killed_
     import shutil
     import time
 
-    from evalkit import rerank
     from evalkit.models.catalog import get_spec
     from evalkit.models.reranker import RerankerAdapter
-    from evalkit.runner import RunOptions
+    from evalkit.plan import Settings, resolve_model
+    from evalkit.run import evaluate
     from evalkit.tasks import Registry
 
     root = tmp_path_factory.mktemp("scifact-rerank")
     shutil.copytree(killed_offline_en["cache"], root / "cache")
-    opts = RunOptions(output=root / "results", cache_dir=root / "cache", device="cpu", batch_size=64, dtype="fp32")
-    first = get_spec("all-MiniLM-L6-v2")
-    rr = rerank.as_reranker(get_spec(str(tiny_cross_encoder), max_length=32))  # 32 tokens: keeps 30000 pairs quick
+    opts = Settings(output=root / "results", cache_dir=root / "cache", device="cpu", batch_size=64, dtype="fp32")
+    first = resolve_model(get_spec("all-MiniLM-L6-v2"))
+    rr = get_spec(str(tiny_cross_encoder), max_length=32)  # 32 tokens: keeps 30000 pairs quick
     ts = Registry().task("SciFact")
     captured = []
     predict = RerankerAdapter.predict
@@ -425,7 +425,7 @@ def scifact_two_stage(tmp_path_factory, tiny_cross_encoder, shared_data, killed_
     mp.setattr(RerankerAdapter, "predict", spy)
     t0 = time.time()
     try:
-        out = rerank.run_rerank(first, rr, [ts], opts, top_k=100)
+        out = evaluate(first.spec, [ts], opts, reranker=rr, top_k=100)
     finally:
         mp.undo()
     return {"root": root, "opts": opts, "first": first, "rr": rr, "ts": ts, "out": out, "captured": captured, "seconds": time.time() - t0}
@@ -437,16 +437,15 @@ def test_scifact_first_stage_and_run_file(scifact_two_stage):
     from evalkit.tasks import build_task
 
     s = scifact_two_stage
-    (o,) = s["out"]
-    fo = o.first_stage
+    fo, o = s["out"]
     assert fo.status == "done" and fo.encoded + fo.cached == 5183 + 300
     # the first stage is the ordinary result: right folder, published score
-    assert fo.path.parent == s["root"] / "results" / s["first"].result_name / s["first"].revision
+    assert fo.path.parent == s["root"] / "results" / s["first"].spec.result_name / s["first"].revision
     assert fo.scores["test/default"] == pytest.approx(0.6451, abs=5e-4)
     # its run file: beside the result, exactly 100 candidates for each of the 300 queries, best first
-    assert o.run_file == fo.path.parent / "SciFact.run_top100.json" and not o.run_reused
-    assert o.first_stage_encoded == fo.encoded  # the run file encoded nothing: the vectors came from the cache
-    doc = json.loads(o.run_file.read_text())
+    assert o.unit.run_file() == fo.path.parent / "SciFact.run_top100.json" and o.run_file == "SciFact.run_top100.json"
+    assert o.encoded == 0  # the run file encoded nothing: the vectors came from the cache
+    doc = json.loads(o.unit.run_file().read_text())
     run = doc["run"]["default"]["test"]
     assert doc["top_k"] == 100 and doc["first_stage"]["model"] == "all-MiniLM-L6-v2" and len(run) == 300
     assert all(len(docs) == 100 for docs in run.values())
@@ -464,14 +463,12 @@ def test_scifact_first_stage_and_run_file(scifact_two_stage):
 def test_scifact_reranked_by_mteb_over_the_candidates(scifact_two_stage):
     from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
 
-    from evalkit.rerank import rerank_variant
     from evalkit.tasks import build_task
 
     s = scifact_two_stage
-    (o,) = s["out"]
-    r = o.reranked
+    fo, r = s["out"]
     assert r.status == "done"
-    variant = rerank_variant(s["first"], 100)
+    variant = r.unit.variant
     assert variant == "rerank-sentence-transformers__all-MiniLM-L6-v2-top100"
     assert r.path.parent == s["root"] / "results" / s["rr"].result_name / r.path.parent.parent.parent.name / "experiments" / variant
     doc = json.loads(r.path.read_text())
@@ -480,18 +477,18 @@ def test_scifact_reranked_by_mteb_over_the_candidates(scifact_two_stage):
     assert fs["main_scores"]["test/default"] == pytest.approx(0.6451, abs=5e-4)
     assert doc["scores"]["test"][0]["previous_results_model_meta"]["model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
     # mteb handed the reranker exactly the run file's candidates: 300 x 100 pairs
-    run = json.loads(o.run_file.read_text())["run"]["default"]["test"]
+    run = json.loads(r.unit.run_file().read_text())["run"]["default"]["test"]
     task = build_task(s["ts"])
     data = task.dataset["default"]["test"]
     qtext = dict(zip(data["queries"]["id"], data["queries"]["text"]))
     dtext = {i: (t + " " + x).strip() if t else x.strip() for i, t, x in zip(data["corpus"]["id"], data["corpus"]["title"], data["corpus"]["text"])}
     (qs, ds, scores), = s["captured"]
-    assert o.pairs == len(qs) == 300 * 100
+    assert r.pairs == len(qs) == 300 * 100
     want = sorted((qtext[q], dtext[d]) for q, docs in run.items() for d in docs)
     assert sorted(zip(qs, ds)) == want
     # the reranked metrics are mteb's on that candidate set: the same recall at 100 (and at 1000) as
     # the first stage, and nDCG@10 equal to mteb's metric on the reranker's own scores
-    first = json.loads(o.first_stage.path.read_text())["scores"]["test"][0]
+    first = json.loads(fo.path.read_text())["scores"]["test"][0]
     main = doc["scores"]["test"][0]
     assert main["recall_at_100"] == pytest.approx(first["recall_at_100"], abs=1e-6)
     assert main["recall_at_1000"] == pytest.approx(first["recall_at_100"], abs=1e-6)
@@ -513,25 +510,29 @@ def test_scifact_reranked_by_mteb_over_the_candidates(scifact_two_stage):
 def test_second_reranker_reuses_the_first_stage(scifact_two_stage, tiny_decoder, capsys):
     """A second reranker (the tiny LLM reranker) over the same first stage: no text encoded, the
     first-stage model not even loaded; then the CLI with the other spelling cuts top 10 from the file."""
-    from evalkit import cli, rerank
+    from evalkit import cli
+    from evalkit.executors import LocalExecutor
     from evalkit.models.catalog import get_spec
-    from evalkit.runner import make_embedder
+    from evalkit.plan import make_plan
+    from evalkit.run import execute
 
     s = scifact_two_stage
     opts = s["opts"]
-    rr2 = get_spec(str(tiny_decoder), max_length=48)
-    rr2 = rerank.as_reranker(rr2)
-    assert rr2.kind == "llm-reranker"
-    embedder = make_embedder(s["first"], opts)
-    out = rerank.run_rerank(s["first"], rr2, [s["ts"]], opts, top_k=100, embedder=embedder)
-    (o,) = out
-    assert o.first_stage.status == "skipped" and o.run_reused and o.first_stage_encoded == 0
-    assert embedder.counts == {"encoded": 0, "cached": 0, "duplicates": 0} and embedder._core is None
-    assert o.reranked.status == "done" and o.pairs == 300 * 100
-    assert o.reranked.path.parent.name == "rerank-sentence-transformers__all-MiniLM-L6-v2-top100"
-    assert o.reranked.path.parts[-5] == rr2.result_name
+    plan = make_plan(s["first"].spec, [s["ts"]], opts, reranker=get_spec(str(tiny_decoder), max_length=48), top_k=100)
+    rr2 = plan.units[1].model
+    assert rr2.kind == "llm-reranker"  # a causal LM named as a reranker
+    ex = LocalExecutor(opts)
+    try:
+        fo, o = execute(plan, ex)
+        assert not [k for k in ex.models._models if k[0] == "embed"]  # the first-stage model was never even set up
+    finally:
+        ex.close()
+    assert fo.status == "skipped" and o.run_file == "SciFact.run_top100.json (reused)" and o.encoded == 0
+    assert o.status == "done" and o.pairs == 300 * 100
+    assert o.path.parent.name == "rerank-sentence-transformers__all-MiniLM-L6-v2-top100"
+    assert o.path.parts[-5] == rr2.spec.result_name
     # the first stage's folder holds its result and one run file
-    folder = o.first_stage.path.parent
+    folder = fo.path.parent
     assert (folder / "SciFact.json").is_file() and [p.name for p in folder.glob("SciFact.run_top*.json")] == ["SciFact.run_top100.json"]
 
     # --model RERANKER --first-stage EMBEDDER, top 10 cut from the top-100 file; the table shows the gain
@@ -542,12 +543,12 @@ def test_second_reranker_reuses_the_first_stage(scifact_two_stage, tiny_decoder,
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     lines = cap.out.strip().splitlines()
-    assert lines[0].startswith("first stage: all-MiniLM-L6-v2 (top 10)")
-    assert lines[1].split() == ["task", "type", "first", "stage", "reranked", "gain"]
-    row = lines[2].split()
-    assert row[:3] == ["SciFact", "Retrieval", "64.51"]
-    assert float(row[4]) == pytest.approx(float(row[3]) - 64.51, abs=0.011)
-    assert "(reused)" in cap.err and "0 texts encoded" not in cap.err
+    assert lines[0].split() == ["task", "model", "[variant]", "main", "score", "published", "few-shot", "delta", "rerank", "gain"]
+    first_row, rr_row = lines[1].split(), lines[2].split()
+    assert first_row[:3] == ["SciFact", "all-MiniLM-L6-v2", "64.51"]
+    assert rr_row[2] == "[rerank-sentence-transformers__all-MiniLM-L6-v2-top10]"
+    assert float(rr_row[-1]) == pytest.approx(float(rr_row[3]) - 64.51, abs=0.011)
+    assert "SciFact.run_top100.json (reused)" in cap.err and "already done" in cap.err
     rdir = Path(opts.output) / s["rr"].result_name
     assert len(list(rdir.glob("*/experiments/rerank-sentence-transformers__all-MiniLM-L6-v2-top10/SciFact.json"))) == 1
     assert not (folder / "SciFact.run_top10.json").exists()  # cut from the top-100 file, nothing new written

@@ -64,11 +64,14 @@ class Embedder:
         self.namespace = namespace_key(self.namespace_fields)
         self._core: Core | None = None
         self.counts = {"encoded": 0, "cached": 0, "duplicates": 0}
+        self.progress = None  # evalkit.progress.Progress: told about loading and encoding
 
     @property
     def core(self) -> Core:
         if self._core is None:
             log.info("loading %s on %s (%s)", self.path, ",".join(self.devices), self.dtype)
+            if self.progress is not None:
+                self.progress.phase(f"loading {self.namespace_fields['model']} on {','.join(self.devices)} ({self.dtype})")
             self._core = Core(self.config, self.devices)
         return self._core
 
@@ -95,6 +98,7 @@ class Embedder:
                 self.cache.register(self.namespace, self.namespace_fields)
             texts_m = [distinct[i] for i in missing]
             feats = self.core.tokenize(texts_m, ml)
+            self.core.on_batch = self.progress.tracker(len(texts_m)) if self.progress is not None else None
             # longest first, in slices that are each committed to the cache: a run killed in the
             # middle of a large corpus keeps every finished slice
             order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]))
@@ -108,6 +112,9 @@ class Embedder:
                 vectors[np.asarray([missing[i] for i in idx], dtype=np.int64)] = out
                 if use_cache:
                     self.cache.put_many(self.namespace, part_texts, out)
+            self.core.on_batch = None
+            if self.progress is not None:
+                self.progress.phase(f"{len(texts_m)} texts encoded, {len(found)} from the cache; mteb scores")
         for i, v in found.items():
             if vectors is None:
                 vectors = np.empty((len(distinct), v.shape[0]), dtype=np.float32)

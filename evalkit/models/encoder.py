@@ -201,6 +201,7 @@ class Core:
         if on_cpu:
             keep_freed_memory()
         self._pool = None
+        self.on_batch: Callable | None = None  # on_batch(rows, tokens) after each batch (evalkit/progress.py)
 
     # -- tokenisation
     def tokenize(self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int) -> list[dict]:
@@ -298,6 +299,8 @@ class Core:
                 continue
             self.config.stats["batches"] += 1
             start += len(part)
+            if self.on_batch is not None:
+                self.on_batch(len(part), sum(len(f["input_ids"]) for f in part))
         return np.concatenate(chunks, axis=0)
 
     # -- several devices: one worker process per device
@@ -316,6 +319,8 @@ class Core:
         for w, idxs in zip(self._pool, shares):
             w.send([f for j in idxs for f in batches[j]], head, bs)
         results = [w.receive() for w in self._pool]
+        if self.on_batch is not None:
+            self.on_batch(len(feats), sum(len(f["input_ids"]) for f in feats))
         parts: list[np.ndarray | None] = [None] * len(batches)
         for idxs, res in zip(shares, results):
             pos = 0

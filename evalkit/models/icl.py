@@ -141,18 +141,6 @@ class ICLCore(Core):
         return feats
 
 
-def make_icl_embedder(spec, opts) -> ICLEmbedder:
-    """The runner's embedder for an `icl-embedder` catalog spec (cf. evalkit.runner.make_embedder)."""
-    from evalkit.cache import EmbeddingCache
-
-    cache = EmbeddingCache(opts.cache_dir) if opts.use_cache else None
-    return ICLEmbedder(
-        spec.locate(), query_max_length=spec.max_length, passage_max_length=spec.max_length, normalize=spec.normalize,
-        dtype=opts.dtype or spec.dtype, batch_size=opts.batch_size, devices=opts.device, padding_side=spec.padding_side,
-        trust_remote_code=spec.trust_remote_code, cache=cache, model_id=spec.hub_id or spec.name, revision=spec.revision,
-    )
-
-
 def examples_prefix(examples, default_instruct: str | None = None, example_format: str = EXAMPLE_FORMAT) -> str:
     """FlagEmbedding's `set_examples` prefix: formatted examples joined by a blank line, plus one; '' for none.
 

@@ -224,11 +224,14 @@ class _Reranker:
             self.max_length = limit
         self._core: Core | None = None
         self.counts = {"pairs": 0}
+        self.progress = None  # evalkit.progress.Progress: told about loading and scoring
 
     @property
     def core(self) -> Core:
         if self._core is None:
             log.info("loading reranker %s on %s (%s)", self.path, ",".join(self.devices), self.dtype)
+            if self.progress is not None:
+                self.progress.phase(f"loading reranker {self.model_id} on {','.join(self.devices)} ({self.dtype})")
             self._core = Core(self.config, self.devices)
         return self._core
 
@@ -396,15 +399,17 @@ class FlagLLMReranker(_Reranker):
         return self.core.run(feats, TokenLogitHead(self.yes_id), batch_size)
 
 
-def load_reranker(spec, *, dtype: str | None = None, batch_size: int = 128, devices=None, max_length: int | None = None):
-    """The reranker for a catalog spec (kind reranker or llm-reranker); the model loads on first use."""
+def load_reranker(spec, *, dtype: str | None = None, batch_size: int = 128, devices=None, max_length: int | None = None,
+                  path=None, revision: str | None = None):
+    """The reranker for a spec of kind reranker or llm-reranker (`path`: its folder, when already
+    located); the model loads on first use."""
     if spec.kind not in RERANKER_KINDS:
         raise EvalkitError(f"{spec.name} is an {spec.kind}, not a reranker: give a cross-encoder or LLM reranker")
     cls = FlagLLMReranker if spec.kind == "llm-reranker" else FlagReranker
     return cls(
-        str(spec.locate()), max_length=max_length or spec.max_length, batch_size=batch_size, devices=devices,
+        str(path or spec.locate()), max_length=max_length or spec.max_length, batch_size=batch_size, devices=devices,
         dtype=dtype or spec.dtype, trust_remote_code=spec.trust_remote_code, padding_side=spec.padding_side,
-        revision=spec.revision, model_id=spec.hub_id or spec.name,
+        revision=revision or spec.revision, model_id=spec.hub_id or spec.name,
     )
 
 
@@ -444,7 +449,13 @@ class RerankerAdapter:
         if not queries:
             return np.zeros((0,), dtype=np.float32)
         pairs = self.reranker._instructed(list(zip(queries, docs)))
-        scores = self.reranker.score_pairs(pairs, None, None)
+        progress = self.reranker.progress
+        core = self.reranker.core
+        core.on_batch = progress.tracker(len(pairs), "pairs") if progress is not None else None
+        try:
+            scores = self.reranker.score_pairs(pairs, None, None)
+        finally:
+            core.on_batch = None
         self.reranker.counts["pairs"] += len(pairs)
         bad = ~np.isfinite(scores)
         if bad.any():

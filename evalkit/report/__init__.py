@@ -6,7 +6,7 @@ tests, and the regression gate.
 - published.py   the public MTEB results repository's files, any mteb version; source folders' precedence
 - tables.py      aggregation that never averages over a partial group without saying so
 - render.py      markdown / CSV / self-contained HTML (jinja2 templates in templates/, inline SVG charts)
-- items.py       per-item scores kept beside each result (<Task>.items.json), written by the runner
+- (evalkit/items.py, in the core: per-item scores kept beside each result, <Task>.items.json, read here)
 - stats.py       paired randomisation test and paired bootstrap (seeded)
 - compare.py     `evalkit compare`: runs side by side, deltas, p-values
 - regress.py     `evalkit regress`: the CI gate against a committed baseline, JUnit XML

@@ -10,7 +10,7 @@ from evalkit.tasks.formats import generic_task, label_kind, load_classification,
 from evalkit.tasks.hub import hub_offline_mode, hub_reachable
 from evalkit.tasks.registry import TaskSpec, data_dir_of
 
-def _split_present(folder: Path, typ: str, split: str) -> bool:
+def split_present(folder: Path, typ: str, split: str) -> bool:
     if typ == "Retrieval":
         return (folder / "qrels" / f"{split}.tsv").is_file()
     if typ == "Clustering":
@@ -69,13 +69,13 @@ def build_task(spec: TaskSpec):
 
     wanted = spec.eval_splits or (list(base.metadata.eval_splits) if base is not None else ["test", "validation", "dev"])
     first = next(iter(folders.values()))
-    splits = [s for s in wanted if _split_present(first, spec.type, s)]
+    splits = [s for s in wanted if split_present(first, spec.type, s)]
     if not splits:
         expected = ", ".join(wanted)
         raise EvalkitError(f"task {spec.name}: no data file for any of its splits ({expected}) in {first}")
     if spec.eval_splits:
         for s in spec.eval_splits:
-            if not _split_present(first, spec.type, s):
+            if not split_present(first, spec.type, s):
                 raise EvalkitError(f"task {spec.name}: missing data file for split {s} in {first}")
 
     if base is None:

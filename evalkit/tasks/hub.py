@@ -24,3 +24,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         except OSError:
             _HUB_STATE[url] = False
     return _HUB_STATE[url]
+
+
+def hub_load_error(spec, err: BaseException):
+    """The one line for a task whose data the hub could not give."""
+    from evalkit.errors import EvalkitError
+
+    return EvalkitError(
+        f"task {spec.name}: its data could not be loaded from the Hugging Face hub ({type(err).__name__}): "
+        "mirror it into the data folder (EVALKIT_DATA) or run where the hub is reachable"
+    )

@@ -134,7 +134,7 @@ def task_from_folder(folder: Path) -> TaskSpec:
     if not isinstance(doc, dict) or "type" not in doc:
         raise EvalkitError(f"{y} must give `type:` ({' | '.join(TYPES)})")
     spec = _spec(str(doc.get("name") or folder.name), doc, {"source": "local"}, str(y))
-    spec.data_dir = folder
+    spec.data_dir = folder.resolve()  # a folder named on the command line is relative to the working folder
     return spec
 
 

@@ -1,0 +1,186 @@
+"""`evalkit run ... --dry-run`: the plan, the texts it would encode (distinct, already cached), their
+tokens, and a time estimated from a rate measured on this machine. Writes nothing under --output
+and nothing to the embedding cache (an existing cache is only read).
+
+Texts per unit are those mteb encodes: a retrieval task's judged queries and its corpus (title and
+text joined as mteb joins them), both sentences of STS and pair tasks, clustering sentences, and for
+classification the evaluated split plus the training split (mteb draws its training samples from
+it, so that count is an upper bound). Few-shot inputs carry examples that are chosen while the unit
+runs: they are counted as not cached, with their tokens times (k + 1). A reranker unit scores
+queries x top-k pairs. The rate is measured by encoding (or scoring) a small sample of the run's
+own uncached inputs with the model, so the estimate includes loading the model but no real work.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from evalkit.plan import Plan, Unit
+
+SAMPLE = 256
+
+
+@dataclass
+class UnitEstimate:
+    unit: Unit
+    texts: int = 0  # inputs mteb hands to the model
+    distinct: int = 0
+    cached: int = 0
+    tokens: int = 0  # tokens of the distinct, uncached inputs (pairs for a reranker)
+    pairs: int = 0
+    seconds: float | None = None
+
+
+@dataclass
+class Estimate:
+    units: list[UnitEstimate] = field(default_factory=list)
+    rates: dict = field(default_factory=dict)  # model name -> tokens per second (measured)
+    done: int = 0  # units already finished (skipped by a run)
+
+
+def _inputs(unit: Unit, task, adapter) -> list[str]:
+    """The model inputs of an embedder unit, formatted as the adapter formats them (no examples)."""
+    from mteb.types import PromptType
+
+    from evalkit.executors import corpus_texts
+    from evalkit.fewshot import _split_data, input_texts
+
+    ts = unit.task
+    subsets = list(task.hf_subsets) if getattr(task, "hf_subsets", None) else ["default"]
+    splits = list(getattr(task, "eval_splits", None) or task.metadata.eval_splits)
+    if ts.type == "Classification":
+        splits = list(dict.fromkeys([getattr(task, "train_split", "train"), *splits]))
+    out: list[str] = []
+    kind = PromptType.query if ts.type in ("Retrieval", "Reranking") else None
+    for subset in subsets:
+        for split in splits:
+            try:
+                data = _split_data(ts, task, subset, split)
+            except Exception:
+                continue
+            out += adapter.format_inputs(input_texts(ts, task, data), task.metadata, kind, hf_split=split, hf_subset=subset)
+    if ts.type == "Retrieval":
+        out += corpus_texts(task, adapter)
+    return out
+
+
+def estimate(plan: Plan) -> Estimate:
+    from evalkit.evaluate import Models
+    from evalkit.models.adapters import EmbeddingAdapter
+    from evalkit.results import read_result
+    from evalkit.tasks import build_task
+
+    settings = plan.settings
+    if settings.use_cache:
+        from evalkit.cache import EmbeddingCache, default_root
+
+        root = settings.cache_dir or default_root()
+        if not (root.expanduser() / "embeddings.sqlite3").is_file():
+            settings = _no_cache(settings)  # nothing cached yet: do not create a cache to find that out
+        else:
+            EmbeddingCache  # noqa: B018 - read through the model pool below
+    models = Models(settings)
+    est = Estimate()
+    samples: dict[str, list] = {}
+    tasks: dict[str, object] = {}
+    try:
+        for u in plan.units:
+            e = UnitEstimate(u)
+            est.units.append(e)
+            if not settings.overwrite and read_result(u.path) is not None:
+                est.done += 1
+                e.seconds = 0.0
+                continue
+            if u.task.name not in tasks:
+                tasks[u.task.name] = build_task(u.task)
+            task = tasks[u.task.name]
+            if u.role == "embed":
+                emb = models.embedder(u.model)
+                adapter = EmbeddingAdapter(u.model.spec, emb, task_instructions={u.task.name: u.task.instruction} if u.task.instruction else None)
+                inputs = _inputs(u, task, adapter)
+                distinct = list(dict.fromkeys(inputs))
+                k = u.fewshot.k if u.fewshot is not None else 0
+                cached = emb.cache.get_many(emb.namespace, distinct) if emb.cache is not None and k == 0 else {}
+                todo = [t for i, t in enumerate(distinct) if i not in cached]
+                e.texts, e.distinct, e.cached = len(inputs), len(distinct), len(cached)
+                e.tokens = _tokens(emb, todo) * (k + 1)
+                samples.setdefault(u.model.name, []).extend(todo[:SAMPLE * 4])
+            else:
+                from evalkit.fewshot import _split_data, input_texts
+
+                n_queries = 0
+                for subset in (list(task.hf_subsets) if getattr(task, "hf_subsets", None) else ["default"]):
+                    for split in task.eval_splits:
+                        try:
+                            n_queries += len(input_texts(u.task, task, _split_data(u.task, task, subset, split)))
+                        except Exception:
+                            pass
+                e.pairs = n_queries * int(u.top_k or 0) if u.first_stage is not None else 0
+        for name, texts in samples.items():
+            if not texts:
+                continue
+            unit = next(x for x in plan.units if x.model.name == name and x.role == "embed")
+            est.rates[name] = _measure(models.embedder(unit.model), texts)
+        for e in est.units:
+            if e.seconds is None and e.unit.role == "embed":
+                rate = est.rates.get(e.unit.model.name)
+                e.seconds = e.tokens / rate if rate else 0.0
+    finally:
+        models.close()
+    return est
+
+
+def _no_cache(settings):
+    from dataclasses import replace
+
+    return replace(settings, use_cache=False)
+
+
+def _tokens(emb, texts: list[str]) -> int:
+    if not texts:
+        return 0
+    from evalkit.models.loading import load_tokenizer
+
+    tok = load_tokenizer(emb.path, emb.config.padding_side, emb.config.trust_remote_code)
+    ids = tok(texts, truncation=True, max_length=emb.max_length, add_special_tokens=True)["input_ids"]
+    return int(sum(len(x) for x in ids))
+
+
+def _measure(emb, texts: list[str]) -> float:
+    """Tokens per second of `emb` on a sample of `texts` (the network loads here; nothing is cached)."""
+    sample = random.Random(0).sample(texts, min(SAMPLE, len(texts)))
+    emb.encode_uncached(sample[:32])  # warm-up: first-call costs are not the rate
+    t0 = time.perf_counter()
+    emb.encode_uncached(sample)
+    seconds = time.perf_counter() - t0
+    return _tokens(emb, sample) / max(seconds, 1e-6)
+
+
+def format_estimate(plan: Plan, est: Estimate) -> str:
+    from evalkit.progress import _hms
+
+    lines = [f"plan: {len(plan.units)} units, results under {plan.settings.output}"]
+    for note in plan.notes:
+        lines.append(f"  note: {note}")
+    head = ("unit", "texts", "distinct", "cached", "tokens to encode", "pairs", "estimate")
+    rows = []
+    for e in est.units:
+        done = e.seconds == 0.0 and e.texts == 0 and e.pairs == 0 and e.unit.role == "embed"
+        if done and not plan.settings.overwrite:
+            rows.append((e.unit.label, "-", "-", "-", "-", "-", "done"))
+            continue
+        sec = "?" if e.seconds is None else _hms(e.seconds)
+        rows.append((e.unit.label, str(e.texts), str(e.distinct), str(e.cached), f"{e.tokens:,}", str(e.pairs or "-"), sec))
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines.append(fmt(head))
+    lines += [fmt(r) for r in rows]
+    for name, rate in est.rates.items():
+        lines.append(f"{name}: {rate:,.0f} tokens/s measured here on a sample of this run's texts")
+    known = [e.seconds for e in est.units if e.seconds is not None]
+    total = sum(known)
+    unknown = [e for e in est.units if e.seconds is None]
+    tail = f" (+ {len(unknown)} reranker units, not estimated)" if unknown else ""
+    lines.append(f"estimated encoding time: {_hms(total)}{tail}; mteb's own scoring comes on top. Nothing was written.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,320 @@
+"""A run as data: the units (one per result file) and the settings, built and checked before any
+model loads or anything is written.
+
+    unit = (model, task, variant)
+    variant = a few-shot setting (k, selector, seed, selector model), and for a reranker its first
+              stage (another unit) and top-k; zero-shot plain embedding is the empty variant
+
+`make_plan` reads and validates every task's data, resolves every model (its folder and revision,
+so every result path is known), and refuses a combination that cannot work in one line
+(EvalkitError). Nothing here loads a network or touches the output folder: bad input leaves it
+byte for byte as it was.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+from evalkit.fewshot import Setting
+from evalkit.results import result_dir
+
+log = logging.getLogger("evalkit")
+
+EMBEDDER_KINDS = ("embedder", "icl-embedder")
+RERANKER_KINDS = ("reranker", "llm-reranker")
+KINDS = EMBEDDER_KINDS + RERANKER_KINDS
+TWO_STAGE_TYPES = ("Retrieval",)  # a reranker reorders a first stage's top-k
+DIRECT_TYPES = ("Reranking",)  # a reranker scores the task's own candidates
+SEARCH_MODES = ("auto", "memmap", "mteb")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every unit runs: plain values, never changed during a run."""
+
+    output: Path = Path("results")
+    overwrite: bool = False
+    batch_size: int = 64
+    dtype: str | None = None
+    device: str | None = None
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    seed: int = 42
+    search: str = "auto"  # retrieval search: auto | memmap | mteb (evalkit/search.py)
+    query_block: int | None = None  # memmap search blocks (tests, benchmarks); None: search.py's defaults
+    doc_chunk: int | None = None
+
+    def __post_init__(self):
+        if self.batch_size is None or isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
+            raise EvalkitError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.search not in SEARCH_MODES:
+            raise EvalkitError(f"unknown search {self.search!r}: use one of {', '.join(SEARCH_MODES)}")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A resolved model: its spec (kind made explicit), its folder and the revision its results go under."""
+
+    spec: object  # evalkit.models.catalog.ModelSpec
+    path: Path
+    revision: str
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One result file: `model` on `task` under a variant."""
+
+    model: Model
+    task: object  # evalkit.tasks.TaskSpec
+    fewshot: Setting | None = None  # embedder units: the few-shot setting (k=0: zero-shot)
+    first_stage: Unit | None = None  # reranker units on a retrieval task: the embedder unit whose top-k it reranks
+    top_k: int | None = None
+    folder: Path = field(default=Path("."), compare=False)
+
+    @property
+    def role(self) -> str:
+        return "rerank" if self.model.kind in RERANKER_KINDS else "embed"
+
+    @property
+    def variant(self) -> str | None:
+        """The result-set name under <model>/<revision>/experiments/ (None: the plain folder)."""
+        if self.role == "rerank":
+            if self.first_stage is None:
+                return None
+            fs = self.first_stage
+            name = fs.model.spec.result_name + (f"-{fs.variant}" if fs.variant else "")
+            return f"rerank-{name}-top{int(self.top_k)}"
+        return self.fewshot.variant if self.fewshot is not None else None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.task.name}.json"
+
+    @property
+    def key(self) -> str:
+        return f"{self.model.spec.result_name}/{self.variant or '-'}/{self.task.name}"
+
+    @property
+    def label(self) -> str:
+        """What a person reads in progress lines and tables: model [variant] task."""
+        return f"{self.model.name}{f' [{self.variant}]' if self.variant else ''} {self.task.name}"
+
+    @property
+    def setting_label(self) -> str:
+        if self.role == "rerank":
+            return f"reranked top {self.top_k} of {self.first_stage.setting_label}" if self.first_stage else "own candidates"
+        return self.fewshot.label if self.fewshot is not None else "0-shot"
+
+    def run_file(self) -> Path | None:
+        """Where a reranked unit's candidates (its first stage's top-k) are kept."""
+        if self.first_stage is None:
+            return None
+        return self.first_stage.folder / f"{self.task.name}.run_top{int(self.top_k)}.json"
+
+
+@dataclass
+class Plan:
+    units: list[Unit]
+    settings: Settings
+    notes: list[str] = field(default_factory=list)  # what the plan left out and why, for the user
+
+    @property
+    def folders(self) -> list[Path]:
+        return sorted({u.folder for u in self.units})
+
+    @property
+    def throwaway_cache(self) -> bool:
+        """--no-cache with a reranker: a temporary cache, so a run file costs no second encoding."""
+        return not self.settings.use_cache and any(u.first_stage is not None for u in self.units)
+
+
+# ----------------------------------------------------------------------------- models
+def _architectures(path: Path) -> list[str]:
+    from evalkit.models.loading import read_json
+
+    return [str(a) for a in read_json(Path(path) / "config.json").get("architectures") or []]
+
+
+def detect_kind(spec, path: Path, role: str | None = None) -> str:
+    """The kind of a model outside the catalog, from its config's architectures: a sequence
+    classifier is a cross-encoder reranker; a causal LM named as a reranker is an LLM reranker
+    (as --model it stays an embedder unless --kind icl-embedder says otherwise)."""
+    archs = _architectures(path)
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "reranker"
+    if role == "rerank" and any(a.endswith("ForCausalLM") for a in archs):
+        return "llm-reranker"
+    return spec.kind
+
+
+def known_kind(spec, kind: str | None = None, role: str | None = None) -> str | None:
+    """A model's kind when it is known without looking for the model: --kind, or the catalog's."""
+    from evalkit.models.catalog import ALIASES, CATALOG
+
+    if kind is not None:
+        if kind not in KINDS:
+            raise EvalkitError(f"unknown --kind {kind!r}: use one of {', '.join(KINDS)}")
+        return kind
+    return spec.kind if (spec.name in CATALOG or spec.hub_id in ALIASES) else None
+
+
+def resolve_model(spec, kind: str | None = None, role: str | None = None) -> Model:
+    """Locate the model (one line if it cannot be had), make its kind explicit, read its revision."""
+    from evalkit.models.catalog import ALIASES, CATALOG
+    from evalkit.models.loading import folder_revision
+
+    if kind is not None and kind not in KINDS:
+        raise EvalkitError(f"unknown --kind {kind!r}: use one of {', '.join(KINDS)}")
+    path = spec.locate()
+    in_catalog = spec.name in CATALOG or spec.hub_id in ALIASES
+    if kind is None:
+        kind = spec.kind if in_catalog else detect_kind(spec, path, role)
+    if kind == "icl-embedder" and spec.pooling != "last_token":
+        spec = replace(spec, pooling="last_token")
+    spec = replace(spec, kind=kind) if kind != spec.kind else spec
+    return Model(spec, Path(path), spec.revision or folder_revision(Path(path)))
+
+
+# ----------------------------------------------------------------------------- the plan
+def make_plan(
+    model,
+    task_specs: list,
+    settings: Settings,
+    *,
+    kind: str | None = None,
+    fewshot: list[Setting] | None = None,
+    reranker=None,
+    reranker_kind: str | None = None,
+    first_stage=None,
+    top_k: int = 100,
+    check_data: bool = True,
+) -> Plan:
+    """The units of `model` (a ModelSpec) on `task_specs`, with few-shot settings and a reranker.
+
+    - an embedder (or in-context embedder) `model`: one unit per few-shot setting and task; with
+      `reranker`, each retrieval unit is also reranked (top_k of it) and each reranking task is
+      scored by the reranker on its own candidates;
+    - a reranker `model`: with `first_stage` (an embedder spec), as above with the roles swapped;
+      alone, its reranking tasks.
+    """
+    if not task_specs:
+        raise EvalkitError("no tasks to run")
+    dup = sorted({t.name for t in task_specs if sum(u.name == t.name for u in task_specs) > 1})
+    if dup:
+        raise EvalkitError(f"task {dup[0]} is named twice: each task's result is one file, give it once")
+    if top_k is None or isinstance(top_k, bool) or int(top_k) < 1:
+        raise EvalkitError(f"--top-k must be a positive integer, got {top_k!r}")
+    top_k = int(top_k)
+    notes: list[str] = []
+
+    if reranker is not None or first_stage is not None:  # before any model is looked for: the combination itself
+        rerankable = [t for t in task_specs if t.type in TWO_STAGE_TYPES + DIRECT_TYPES]
+        if not rerankable:
+            other = ", ".join(f"{t.name} ({t.type})" for t in task_specs)
+            raise EvalkitError(f"rerankers are scored on Retrieval and Reranking tasks only, not on {other}: add one, or drop --reranker / --first-stage")
+    # the roles, from what is known without looking for any model (catalog kinds, --kind); a model
+    # outside the catalog is looked for here to read its kind from its config
+    main_kind = known_kind(model, kind) or resolve_model(model, kind).kind
+    if main_kind in RERANKER_KINDS:
+        if reranker is not None:
+            raise EvalkitError(f"--model {model.name} is a reranker: with --reranker, --model names the first-stage embedder")
+        if fewshot and any(s.k > 0 for s in fewshot) and first_stage is None:
+            raise EvalkitError("--fewshot / --fewshot-compare set the examples of an embedder's queries: add --first-stage EMBEDDER for a reranker")
+        rr_kind = main_kind
+        emb_kind = (known_kind(first_stage, None, "embed") or resolve_model(first_stage, None, "embed").kind) if first_stage is not None else None
+        emb_name = first_stage.name if first_stage is not None else None
+        rr_name = model.name
+    else:
+        if first_stage is not None:
+            raise EvalkitError(f"--first-stage names the embedder of a reranker given as --model; {model.name} is an {main_kind}: use --reranker")
+        emb_kind, emb_name = main_kind, model.name
+        rr_kind = (known_kind(reranker, reranker_kind, "rerank") or resolve_model(reranker, reranker_kind, "rerank").kind) if reranker is not None else None
+        rr_name = reranker.name if reranker is not None else None
+    if emb_kind is not None and emb_kind not in EMBEDDER_KINDS:
+        raise EvalkitError(f"{emb_name} is a {emb_kind}, not an embedder: the first stage must be an embedder (e.g. all-MiniLM-L6-v2)")
+    if rr_kind is not None and rr_kind not in RERANKER_KINDS:
+        raise EvalkitError(f"{rr_name} is an {rr_kind}, not a reranker: give a cross-encoder or LLM reranker (evalkit list models)")
+    if rr_kind is not None:
+        other = [f"{t.name} ({t.type})" for t in task_specs if t.type not in TWO_STAGE_TYPES + DIRECT_TYPES]
+        if other and emb_kind is None:
+            raise EvalkitError(f"rerankers are scored on Retrieval and Reranking tasks only, not on {', '.join(other)}: leave those out of --tasks")
+        if other:
+            notes.append(f"{rr_name} reranks retrieval and reranking tasks: {', '.join(other)} get{'s' if len(other) == 1 else ''} the embedder alone")
+        if emb_kind is None:
+            need = [t.name for t in task_specs if t.type in TWO_STAGE_TYPES]
+            if need:
+                raise EvalkitError(
+                    f"{rr_name} is a reranker and retrieval task{'s' if len(need) > 1 else ''} {', '.join(need)} "
+                    f"need{'' if len(need) > 1 else 's'} candidates from a first stage: add --first-stage EMBEDDER "
+                    f"(e.g. --first-stage all-MiniLM-L6-v2), or run --model EMBEDDER --reranker {rr_name}"
+                )
+
+    # now every model is looked for (one line if one cannot be had) and its revision read
+    main = resolve_model(model, kind)
+    if main.kind in RERANKER_KINDS:
+        rr, emb = main, (resolve_model(first_stage, None, "embed") if first_stage is not None else None)
+    else:
+        emb = main
+        rr = resolve_model(reranker, reranker_kind, "rerank") if reranker is not None else None
+
+    settings_list = list(fewshot or [Setting(0, seed=settings.seed)])
+    if any(s.k > 0 for s in settings_list):
+        bad = [t.name for t in task_specs if t.type not in ("Retrieval", "Classification", "Clustering", "STS", "PairClassification")]
+        if bad:
+            raise EvalkitError(f"few-shot examples are defined for Retrieval, Classification, Clustering, STS and pair tasks, not {', '.join(bad)}")
+    out = Path(settings.output)
+    units: list[Unit] = []
+
+    def unit(model: Model, ts, **kw) -> Unit:
+        u = Unit(model, ts, **kw)
+        return replace(u, folder=result_dir(out, model.spec.result_name, model.revision, u.variant))
+
+    for st in settings_list if emb is not None else []:
+        for ts in task_specs:
+            if rr is not None and emb is not main and ts.type not in TWO_STAGE_TYPES:
+                continue  # --model RERANKER --first-stage E: E runs only where it feeds the reranker
+            units.append(unit(emb, ts, fewshot=st))
+    if rr is not None:
+        for ts in task_specs:
+            if ts.type in DIRECT_TYPES:
+                units.append(unit(rr, ts))
+        for fs in [u for u in units if u.role == "embed" and u.task.type in TWO_STAGE_TYPES]:
+            units.append(unit(rr, fs.task, first_stage=fs, top_k=top_k))
+
+    plan = Plan(units, settings, notes)
+    if check_data:
+        check_tasks(plan)
+    return plan
+
+
+def check_tasks(plan: Plan) -> None:
+    """Read and validate every task's data (and its few-shot pool where a setting needs one), and
+    resolve every selector model: what can be wrong with the input fails here, before a model loads."""
+    from evalkit.fewshot import build_pools
+    from evalkit.models.catalog import get_spec
+    from evalkit.tasks import build_task
+
+    tasks: dict[str, object] = {}
+    pooled: set[str] = set()
+    for u in plan.units:
+        ts = u.task
+        if ts.name not in tasks:
+            tasks[ts.name] = build_task(ts)  # reads and checks local data; a hub task checks that the hub is usable
+        st = u.fewshot
+        if st is not None and st.k > 0 and ts.name not in pooled:
+            pooled.add(ts.name)
+            build_pools(ts, tasks[ts.name])
+        if st is not None and st.k > 0 and st.selector == "similar":
+            sel = resolve_model(get_spec(st.model))
+            if sel.kind != "embedder":
+                raise EvalkitError(f"--selector-model {st.model} is a {sel.kind}: the selector must be an ordinary embedder")
