@@ -87,6 +87,22 @@ def evalkit_result(out_dir: Path, task: str, variant: str | None = None) -> dict
 
 
 # ----------------------------------------------------------------------------- the physical limit
+def cpu_line() -> str:
+    """Which CPU gave these numbers: its model name and the flags that decide bf16 speed."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    have = [f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2") if f in flags]
+    return f"{model} ({os.cpu_count()} cores; {' '.join(have) or 'no AMX / AVX-512 flags'})"
+
+
 def matmul_gflops(dtype_name: str, seconds: float = 1.0) -> float:
     """The best of a square 2048 GEMM and MiniLM's own linear layers at 2048 rows (x W^T + b):
     the highest throughput this machine shows for the shapes that matter, so the roofline is not flattered."""
@@ -220,7 +236,8 @@ def main() -> None:
     if "warm" in modes and "fp32" not in modes:
         raise SystemExit("the warm mode needs the fp32 mode (its cache)")
     work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
-    print(f"# evalkit vs plain mteb: all-MiniLM-L6-v2, {len(tasks)} tasks, {os.cpu_count()} cores, one process per mode", flush=True)
+    print(f"# evalkit vs plain mteb: all-MiniLM-L6-v2, {len(tasks)} tasks, one process per mode", flush=True)
+    print(f"# CPU: {cpu_line()}", flush=True)
     proc: dict[str, dict] = {}  # mode -> wall, peak_mb
     per: dict[str, dict] = {}  # mode -> task -> measurements
     for mode in [m for m in modes if m != "fewshot"]:
