@@ -6,11 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.tasks.formats import generic_task, label_kind, load_classification, load_clustering, load_pairs, load_retrieval, load_sts
+from evalkit.tasks.formats import (
+    generic_task, label_kind, load_classification, load_clustering, load_pairs, load_reranking, load_retrieval, load_sts,
+    load_summarization, reranking_split_present,
+)
 from evalkit.tasks.hub import hub_offline_mode, hub_reachable
 from evalkit.tasks.registry import TaskSpec, data_dir_of
 
+RETRIEVAL_LIKE = ("Retrieval", "Reranking")  # mteb's dataset: {subset: {split: RetrievalSplitData}}
+
+
 def split_present(folder: Path, typ: str, split: str) -> bool:
+    if typ == "Reranking":
+        return reranking_split_present(folder, split)
     if typ == "Retrieval":
         return (folder / "qrels" / f"{split}.tsv").is_file()
     if typ == "Clustering":
@@ -94,12 +102,35 @@ def build_task(spec: TaskSpec):
             _check_sampling(task, spec.type, f, d, splits)
     except EvalkitError as e:
         raise EvalkitError(f"task {spec.name}: {e}") from None
-    if spec.type == "Retrieval":
+    if spec.type == "Summarization" and base is None:  # mteb normalises the relevance to [0, 1] with the task's range
+        rel = [x for d in data.values() for split in d.values() for r in split["relevance"] for x in r]
+        task.min_score, task.max_score = min(rel), max(rel)
+    if spec.type in RETRIEVAL_LIKE:
         task.dataset = data
     else:
         task.dataset = data if multilingual else data["default"]
+    if len(subsets) > 1:
+        task._evaluate_subset = FreshStatePerSubset(task)
     task.data_loaded = True
     return task
+
+
+class FreshStatePerSubset:
+    """A mirrored subset is scored as mteb's task limited to that subset (the MANIFEST's recipe,
+    `mteb.get_task(name, hf_subsets=[subset])`): the task's random state (clustering's and
+    classification's sampling) starts from its seed for every subset, as it does in a new task.
+    In one mteb task the subsets draw in turn from one state, so a subset's score would depend on
+    which subsets run before it (ClusTREC-Covid's `title` follows `title and abstract`)."""
+
+    def __init__(self, task):
+        self.task = task
+        self.evaluate_subset = task._evaluate_subset
+
+    def __call__(self, *args, **kwargs):
+        from mteb._set_seed import _set_seed
+
+        self.task.rng_state, self.task.np_rng = _set_seed(self.task.seed)
+        return self.evaluate_subset(*args, **kwargs)
 
 
 def _load_subset(task, typ: str, folder: Path, splits: list[str]):
@@ -107,6 +138,11 @@ def _load_subset(task, typ: str, folder: Path, splits: list[str]):
 
     if typ == "Retrieval":
         return {s: load_retrieval(folder, s) for s in splits}
+    if typ == "Reranking":
+        return {s: load_reranking(folder, s) for s in splits}
+    if typ == "Summarization":
+        lo, hi = getattr(task, "min_score", None), getattr(task, "max_score", None)
+        return DatasetDict({s: load_summarization(folder, s, lo, hi) for s in splits})
     if typ == "STS":
         lo, hi = getattr(task, "min_score", 0), getattr(task, "max_score", 5)
         return DatasetDict({s: load_sts(folder, s, lo, hi) for s in splits})

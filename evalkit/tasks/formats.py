@@ -3,6 +3,7 @@ generic mteb task that carries data which borrow no mteb task."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from collections import Counter
@@ -10,6 +11,9 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.tasks.registry import TaskSpec
+
+_ROWS_IDS = itertools.count()  # a unique task name per conversion of reranking rows
+
 
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
@@ -231,6 +235,160 @@ def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict, *, c
     return {"corpus": docs, "queries": qs, "relevant_docs": qrels, "top_ranked": None}
 
 
+def reranking_layout(folder: Path) -> str:
+    """'retrieval' (corpus, queries, qrels/ and top_ranked) or 'rows' ({query, positive, negative} rows)."""
+    return "retrieval" if (folder / "qrels").is_dir() or (folder / "top_ranked.jsonl").is_file() else "rows"
+
+
+def reranking_split_present(folder: Path, split: str) -> bool:
+    if reranking_layout(folder) == "retrieval":
+        return (folder / "qrels" / f"{split}.tsv").is_file()
+    return _split_file(folder, split).is_file()
+
+
+def load_reranking(folder: Path, split: str) -> dict:
+    """mteb's retrieval split data (with `top_ranked`, the candidates of each query) of a reranking
+    folder in either MANIFEST layout."""
+    if reranking_layout(folder) == "retrieval":
+        data = load_retrieval(folder, split)
+        data["top_ranked"] = load_top_ranked(folder, split, data)
+        return data
+    return rows_to_retrieval(load_reranking_rows(folder, split), split)
+
+
+def load_reranking_rows(folder: Path, split: str):
+    """`<split>.jsonl` rows {query, positive: [...], negative: [...]}, checked."""
+    from datasets import Dataset
+
+    path = _split_file(folder, split)
+    rows = read_jsonl(path)
+    _need(rows, path, ("query", "positive", "negative"))
+    if not rows:
+        raise EvalkitError(f"{path} has no rows: a reranking split needs {{query, positive, negative}} rows")
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r["query"], str):
+            raise EvalkitError(f"{path}: row {i}: `query` must be a string, got {type(r['query']).__name__}")
+        for col in ("positive", "negative"):
+            v = r[col]
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise EvalkitError(f"{path}: row {i}: `{col}` must be a list of strings (the candidate passages), got {v!r:.60}")
+    usable = sum(1 for r in rows if r["positive"] and r["negative"])
+    if usable == 0:
+        raise EvalkitError(
+            f"{path}: none of its {len(rows)} rows has both a positive and a negative passage: mteb drops such rows, "
+            "so nothing would be scored"
+        )
+    return Dataset.from_dict({c: [r[c] for r in rows] for c in ("query", "positive", "negative")})
+
+
+def rows_to_retrieval(rows, split: str) -> dict:
+    """mteb's own conversion of its old reranking format (AbsTaskReranking.transform_old_dataset_format:
+    rows lacking positives or negatives dropped, query ids `<split>_query<i>`, one corpus entry per
+    (query, candidate) with the positives first, top_ranked = each query's candidates), so the data
+    are exactly what mteb makes of the same rows."""
+    from types import SimpleNamespace
+
+    from datasets import DatasetDict
+    from mteb.abstasks.text import reranking
+
+    name = f"evalkit-rows-{next(_ROWS_IDS)}"
+
+    class OldFormat:  # what transform_old_dataset_format reads of its task
+        metadata = SimpleNamespace(name=name, dataset={})
+        hf_subsets = ["default"]
+        _process_example = reranking.AbsTaskReranking._process_example
+
+    shim = OldFormat()
+    reranking.OLD_FORMAT_RERANKING_TASKS.append(name)
+    try:
+        reranking.AbsTaskReranking.transform_old_dataset_format(shim, DatasetDict({split: rows}))
+    finally:
+        reranking.OLD_FORMAT_RERANKING_TASKS.remove(name)
+    data = shim.dataset["default"][split]
+    return {
+        "corpus": data["corpus"], "queries": data["queries"],
+        "relevant_docs": {q: dict(d) for q, d in data["relevant_docs"].items()},
+        "top_ranked": {q: list(d) for q, d in data["top_ranked"].items()},
+    }
+
+
+def load_top_ranked(folder: Path, split: str, data: dict) -> dict[str, list[str]]:
+    """`top_ranked/<split>.jsonl`, else `top_ranked.jsonl`: rows {query-id, corpus-ids: [...]}, checked
+    against the queries, the corpus and the judgements of `data`."""
+    path = folder / "top_ranked" / f"{split}.jsonl"
+    if not path.is_file():
+        path = folder / "top_ranked.jsonl"
+    rows = read_jsonl(path)
+    _need(rows, path, ("query-id", "corpus-ids"))
+    query_ids = set(data["queries"]["id"])
+    doc_ids = set(data["corpus"]["id"])
+    top: dict[str, list[str]] = {}
+    for i, r in enumerate(rows, 1):
+        q, docs = str(r["query-id"]), r["corpus-ids"]
+        if not isinstance(docs, list) or not docs:
+            raise EvalkitError(f"{path}: row {i}: `corpus-ids` must be a non-empty list of document ids")
+        docs = [str(d) for d in docs]
+        if q in top:
+            raise EvalkitError(f"{path}: row {i}: query {q!r} is listed twice: give each query one candidate list")
+        if q not in query_ids:
+            raise EvalkitError(f"{path}: row {i}: unknown query id {q!r} (not in queries.jsonl)")
+        unknown = [d for d in docs if d not in doc_ids]
+        if unknown:
+            raise EvalkitError(f"{path}: row {i}: {len(unknown)} unknown document ids (first: {unknown[0]!r}): candidates must be in corpus.jsonl")
+        if len(set(docs)) != len(docs):
+            raise EvalkitError(f"{path}: row {i}: query {q!r} lists a candidate twice")
+        top[q] = docs
+    judged = [q for q, d in data["relevant_docs"].items() if any(v > 0 for v in d.values())]
+    missing = [q for q in judged if q not in top]
+    if missing:
+        raise EvalkitError(
+            f"{path}: {len(missing)} of the {len(judged)} queries judged in qrels/{split}.tsv have no candidates "
+            f"(first: {missing[0]!r}): give each a `corpus-ids` list, or drop its judgements"
+        )
+    return top
+
+
+def load_summarization(folder: Path, split: str, min_score: float | None = None, max_score: float | None = None):
+    """`<split>.jsonl` rows {text, human_summaries: [...], machine_summaries: [...], relevance: [...]},
+    checked; relevance within [min_score, max_score] where the task fixes them."""
+    from datasets import Dataset
+
+    path = _split_file(folder, split)
+    rows = read_jsonl(path)
+    cols = ("text", "human_summaries", "machine_summaries", "relevance")
+    _need(rows, path, cols)
+    if not rows:
+        raise EvalkitError(f"{path} has no rows: a summarization split needs texts with scored machine summaries")
+    scored = 0
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r["text"], str):
+            raise EvalkitError(f"{path}: row {i}: `text` must be a string")
+        for col in ("human_summaries", "machine_summaries"):
+            v = r[col]
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+                raise EvalkitError(f"{path}: row {i}: `{col}` must be a non-empty list of strings")
+        rel = r["relevance"]
+        if not isinstance(rel, list) or len(rel) != len(r["machine_summaries"]):
+            raise EvalkitError(
+                f"{path}: row {i}: `relevance` must be a list with one score per machine summary "
+                f"({len(r['machine_summaries'])}), got {rel!r:.60}"
+            )
+        for x in rel:
+            ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            if ok and min_score is not None and max_score is not None:
+                ok = min_score - 1e-9 <= x <= max_score + 1e-9
+            if not ok:
+                where = f" or outside [{min_score}, {max_score}]" if min_score is not None else ""
+                raise EvalkitError(f"{path}: row {i}: relevance {x!r} is not a number{where}")
+        scored += len(set(rel)) > 1
+    if scored == 0:
+        raise EvalkitError(
+            f"{path}: in every row the machine summaries have equal relevance: mteb skips such texts (their correlation "
+            "is undefined), so nothing would be scored"
+        )
+    return Dataset.from_dict({c: [r[c] if c != "relevance" else [float(x) for x in r[c]] for r in rows] for c in cols})
+
+
 def generic_task(spec: TaskSpec, splits: list[str], dataset: dict | None = None, description: str | None = None, lang: str = "eng-Latn"):
     """An mteb task for a task that borrows no mteb task (a user's folder, an AIR-Bench dataset)."""
     import mteb.abstasks as at
@@ -242,6 +400,9 @@ def generic_task(spec: TaskSpec, splits: list[str], dataset: dict | None = None,
         "Classification": (at.AbsTaskClassification, "accuracy"),
         "Clustering": (at.AbsTaskClustering, "v_measure"),
         "PairClassification": (at.AbsTaskPairClassification, "max_ap"),
+        # mteb 2.26's reranking tasks are retrieval tasks with candidates (top_ranked), scored by MAP@1000
+        "Reranking": (at.AbsTaskRetrieval, "map_at_1000"),
+        "Summarization": (at.AbsTaskSummarization, "cosine_spearman"),
     }.get(spec.type, (None, None))
     if base is None:
         raise EvalkitError(f"task {spec.name}: type {spec.type} needs `mteb_task:` naming an mteb task to borrow its evaluator")

@@ -1,14 +1,16 @@
 """The task registry: task specs from the YAML files in tasks/, suites, and task folders."""
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from evalkit.errors import EvalkitError
 
+log = logging.getLogger("evalkit")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 TYPES = ("STS", "Retrieval", "Classification", "Clustering", "PairClassification", "Reranking", "Summarization")
 
@@ -96,34 +98,72 @@ class Registry:
             raise EvalkitError(f"unknown suite {name!r}: known suites are {', '.join(sorted(self.suites))}")
         s = self.suites[name]
         specs = self.by_file[s["file"]]
-        return [specs[t] if t in specs else self.task(t) for t in s["tasks"]]
+        return [mirrored(specs[t]) if t in specs else self.task(t) for t in s["tasks"]]
 
     def task(self, name_or_dir: str) -> TaskSpec:
-        """A registered task name (local mirror preferred when present), an mteb task name, or a task folder."""
-        p = Path(name_or_dir).expanduser()
-        if p.is_dir() or "/" in name_or_dir or name_or_dir.startswith("."):
-            return task_from_folder(p)
-        candidates = [specs[name_or_dir] for specs in self.by_file.values() if name_or_dir in specs]
-        local = [c for c in candidates if c.source == "local"]
-        for c in local:
-            if data_dir_of(c, must_exist=False) is not None:
+        """A task folder written as a path (`./X`, `dir/X`, `/abs/X`, `~/X`), else a registered task
+        name (local mirror preferred when present), an mteb task name, or a folder X in the working
+        folder. A bare name that is both a task and a folder here runs the task, and says so."""
+        if is_path(name_or_dir):
+            return task_from_folder(Path(name_or_dir).expanduser())
+        here = Path(name_or_dir)
+        folder_here = here.is_dir() and (here / "task.yaml").is_file()
+        spec = self._named(name_or_dir)
+        if spec is None:
+            if here.is_dir():  # no task has this name: the folder here (its task.yaml is checked there)
+                return task_from_folder(here)
+            raise EvalkitError(
+                f"unknown task {name_or_dir!r}: not in tasks/*.yaml, not an mteb task and not a folder with task.yaml "
+                "(evalkit list tasks; write a folder as a path: ./NAME)"
+            )
+        if folder_here:
+            log.warning(
+                "task %s: running the %s task %s, not the folder ./%s here: write the folder as a path (./%s) to run it",
+                name_or_dir, "registered" if spec.origin != "mteb" else "mteb", name_or_dir, name_or_dir, name_or_dir,
+            )
+        return spec
+
+    def _named(self, name: str) -> TaskSpec | None:
+        """The registered task `name` (a local spec whose data are here first), else mteb's task, else None."""
+        candidates = [specs[name] for specs in self.by_file.values() if name in specs]
+        for c in candidates:
+            if c.source == "local" and data_dir_of(c, must_exist=False) is not None:
                 return c
         if candidates:
-            return ([c for c in candidates if c.source == "hub"] or candidates)[0]
+            return mirrored(([c for c in candidates if c.source == "hub"] or candidates)[0])
         try:
             import mteb
 
-            t = mteb.get_task(name_or_dir)
+            t = mteb.get_task(name)
         except Exception:
-            raise EvalkitError(
-                f"unknown task {name_or_dir!r}: not in tasks/*.yaml, not an mteb task and not a folder with task.yaml (evalkit list tasks)"
-            ) from None
-        return TaskSpec(name=name_or_dir, type=t.metadata.type, source="hub", origin="mteb")
+            return None
+        return mirrored(TaskSpec(name=name, type=t.metadata.type, source="hub", origin="mteb"))
+
+
+def is_path(name: str) -> bool:
+    """Whether a --tasks entry is written as a folder path rather than a task name."""
+    return name.startswith((".", "~", "/")) or "/" in name or os.sep in name or Path(name).is_absolute()
+
+
+def mirrored(spec: TaskSpec) -> TaskSpec:
+    """A hub task whose data are mirrored under the data root (<root>/<name>/, in a MANIFEST layout)
+    runs offline from the mirror, scored by the same mteb task."""
+    if spec.source != "hub" or spec.data_dir is not None:
+        return spec
+    root = data_root()
+    if root is None or not (root / spec.name).is_dir():
+        return spec
+    return replace(spec, source="local", mteb_task=spec.mteb_name)
 
 
 def task_from_folder(folder: Path) -> TaskSpec:
+    """The task of a folder with a task.yaml; a relative folder is taken from the working folder, and
+    a relative `data:` in its task.yaml from the folder itself. The spec keeps absolute paths, so it
+    means the same from any working folder (and on a Ray worker)."""
+    where = folder if folder.is_absolute() else f"{folder} ({Path.cwd() / folder})"
     if not folder.is_dir():
-        raise EvalkitError(f"task folder {folder} does not exist")
+        raise EvalkitError(f"task folder {where} does not exist")
+    folder = folder.resolve()
     y = folder / "task.yaml"
     if not y.is_file():
         raise EvalkitError(f"task folder {folder} has no task.yaml: add one with at least `name:` and `type:`")
@@ -134,7 +174,13 @@ def task_from_folder(folder: Path) -> TaskSpec:
     if not isinstance(doc, dict) or "type" not in doc:
         raise EvalkitError(f"{y} must give `type:` ({' | '.join(TYPES)})")
     spec = _spec(str(doc.get("name") or folder.name), doc, {"source": "local"}, str(y))
-    spec.data_dir = folder.resolve()  # a folder named on the command line is relative to the working folder
+    if spec.source != "local":
+        raise EvalkitError(f"{y}: a task folder holds its own data: leave out `source:` (or give `source: local`)")
+    data = doc.get("data")
+    spec.data_dir = (folder / Path(str(data)).expanduser()).resolve() if data else folder
+    if not spec.data_dir.is_dir():
+        raise EvalkitError(f"{y}: `data: {data}` is not a folder ({spec.data_dir}): give it relative to {folder}, or absolute")
+    log.info("task %s: the folder %s%s", spec.name, spec.data_dir, f" (mteb's {spec.mteb_task})" if spec.mteb_task else "")
     return spec
 
 
