@@ -30,6 +30,7 @@ class UnitEstimate:
     tokens: int = 0  # tokens of the distinct, uncached inputs (pairs for a reranker)
     pairs: int = 0
     seconds: float | None = None
+    done: bool = False  # a finished result exists: a run skips this unit
 
 
 @dataclass
@@ -56,10 +57,10 @@ def _inputs(unit: Unit, task, adapter) -> list[str]:
     for subset in subsets:
         for split in splits:
             try:
-                data = _split_data(ts, task, subset, split)
-            except Exception:
+                texts = input_texts(ts, task, _split_data(ts, task, subset, split))
+            except Exception:  # a split not loaded, or a task type whose inputs are not counted here (Reranking, Summarization)
                 continue
-            out += adapter.format_inputs(input_texts(ts, task, data), task.metadata, kind, hf_split=split, hf_subset=subset)
+            out += adapter.format_inputs(texts, task.metadata, kind, hf_split=split, hf_subset=subset)
     if ts.type == "Retrieval":
         out += corpus_texts(task, adapter)
     return out
@@ -90,7 +91,7 @@ def estimate(plan: Plan) -> Estimate:
             est.units.append(e)
             if not settings.overwrite and read_result(u.path) is not None:
                 est.done += 1
-                e.seconds = 0.0
+                e.done, e.seconds = True, 0.0
                 continue
             if u.task.name not in tasks:
                 tasks[u.task.name] = build_task(u.task)
@@ -166,8 +167,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     head = ("unit", "texts", "distinct", "cached", "tokens to encode", "pairs", "estimate")
     rows = []
     for e in est.units:
-        done = e.seconds == 0.0 and e.texts == 0 and e.pairs == 0 and e.unit.role == "embed"
-        if done and not plan.settings.overwrite:
+        if e.done:
             rows.append((e.unit.label, "-", "-", "-", "-", "-", "done"))
             continue
         sec = "?" if e.seconds is None else _hms(e.seconds)
