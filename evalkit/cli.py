@@ -299,6 +299,9 @@ def main(argv=None) -> int:
             raise
         print(f"evalkit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `evalkit list tasks | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("evalkit: interrupted; finished units are kept, run the same command again to resume", file=sys.stderr)
         return 130
