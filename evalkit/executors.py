@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
 import math
 import os
 import socket
@@ -287,8 +288,6 @@ class RayExecutor:
         return n, {"num_cpus": cpus // n if n <= cpus else cpus / n}
 
     def start(self):
-        from collections import deque
-
         ray = import_ray()
         self.info = connect(self.address)
         n, resources = self._placement(ray)
@@ -361,8 +360,6 @@ class RayExecutor:
                     self._failed.add(key)
                     self._ready.append((job, error))
                 self._shards_left.pop(key, None)
-                from collections import deque
-
                 self._queue = deque(q for q in self._queue if q[1].unit.key != key)
                 self._dispatch()
                 continue

@@ -149,3 +149,12 @@ def killed_offline_en(tmp_path_factory):
     from tests.offline_run import killed_offline_en_run
 
     return killed_offline_en_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs) for every in-process Ray test: started once, a few seconds."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -510,7 +510,7 @@ def test_a_ray_driver_killed_at_random_moments_resumes_to_the_clean_scores(tiny_
     for _ in range(2):
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         try:
-            p.wait(timeout=rng.uniform(4, 12))
+            p.wait(timeout=rng.uniform(3, 9))
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()

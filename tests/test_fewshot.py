@@ -326,14 +326,17 @@ def banking_subset(root: Path, data: Path, labels_every: int = 4, train_per: int
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory, shared_data):
+def real_run(tmp_path_factory, shared_data, killed_offline_en):
     """all-MiniLM-L6-v2 on SIB200Classification (eng_Latn, full) and a Banking77 subset, 0 and 3
-    examples per input under random and similar selection, in one `evalkit run --fewshot-compare`."""
+    examples per input under random and similar selection, in one `evalkit run --fewshot-compare`.
+    The embedding cache starts as a copy of the offline-en run's: the zero-shot inputs are there."""
+    import shutil
     import time
 
     import evalkit.fewshot as F
 
     root = tmp_path_factory.mktemp("fewshot-real")
+    shutil.copytree(killed_offline_en["cache"], root / "cache")
     bank = banking_subset(root, shared_data)
     factories = []
     init = F.FewshotFactory.__init__

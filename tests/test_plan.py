@@ -106,15 +106,7 @@ def test_combinations_that_cannot_work_are_one_line_before_anything_runs(extra, 
 
 
 # ----------------------------------------------------------------------------- one loop, any executor
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
-
-
-def test_fewshot_compare_and_rerank_compose_locally_and_on_ray(tmp_path, tiny_cross_encoder, ray_session, capsys):
+def test_fewshot_compare_and_rerank_compose_locally_and_on_ray(tmp_path, tiny_cross_encoder, ray_local, capsys):
     """The issue's command on a user's own retrieval folder: the zero-shot and 2-shot first stages,
     both reranked; the same command on Ray writes the same files with the same scores."""
     task = retrieval_folder(tmp_path)
@@ -144,7 +136,7 @@ def test_fewshot_compare_and_rerank_compose_locally_and_on_ray(tmp_path, tiny_cr
     assert result_files(tmp_path / "ray") == local  # file by file, the same scores and the same candidates
 
 
-def test_icl_model_with_examples_locally_and_on_ray(tmp_path, tiny_decoder, ray_session, capsys):
+def test_icl_model_with_examples_locally_and_on_ray(tmp_path, tiny_decoder, ray_local, capsys):
     task = retrieval_folder(tmp_path)
     args = ["run", "--model", str(tiny_decoder), "--kind", "icl-embedder", "--tasks", str(task), "--fewshot", "2", "--cache-dir", str(tmp_path / "c")]
     assert main([*args, "--output", str(tmp_path / "local")]) == 0

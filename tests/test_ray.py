@@ -165,14 +165,6 @@ def test_pre_encoded_corpus_is_not_encoded_again(tiny_bert, tmp_path):
 
 
 # ----------------------------------------------------------------------------- Ray
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_shards_a_large_corpus_and_the_evaluation_encodes_no_document(ray_local, tiny_bert, tmp_path):
     task_dir = gen_retrieval_task(tmp_path, n_docs=400, n_queries=60)
     spec, ts = _spec_and_task(tiny_bert, task_dir)

@@ -518,7 +518,8 @@ def test_second_reranker_reuses_the_first_stage(scifact_two_stage, tiny_decoder,
 
     s = scifact_two_stage
     opts = s["opts"]
-    plan = make_plan(s["first"].spec, [s["ts"]], opts, reranker=get_spec(str(tiny_decoder), max_length=48), top_k=100)
+    # top 20, cut from the top-100 file (6,000 pairs: the LLM reranker's feature building is Python, per pair)
+    plan = make_plan(s["first"].spec, [s["ts"]], opts, reranker=get_spec(str(tiny_decoder), max_length=48), top_k=20)
     rr2 = plan.units[1].model
     assert rr2.kind == "llm-reranker"  # a causal LM named as a reranker
     ex = LocalExecutor(opts)
@@ -528,8 +529,9 @@ def test_second_reranker_reuses_the_first_stage(scifact_two_stage, tiny_decoder,
     finally:
         ex.close()
     assert fo.status == "skipped" and o.run_file == "SciFact.run_top100.json (reused)" and o.encoded == 0
-    assert o.status == "done" and o.pairs == 300 * 100
-    assert o.path.parent.name == "rerank-sentence-transformers__all-MiniLM-L6-v2-top100"
+    assert o.status == "done" and o.pairs == 300 * 20
+    assert o.path.parent.name == "rerank-sentence-transformers__all-MiniLM-L6-v2-top20"
+    assert json.loads(o.path.read_text())["evalkit"]["first_stage"]["cut_from"] == "SciFact.run_top100.json"
     assert o.path.parts[-5] == rr2.spec.result_name
     # the first stage's folder holds its result and one run file
     folder = fo.path.parent
