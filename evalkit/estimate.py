@@ -37,7 +37,6 @@ class UnitEstimate:
 class Estimate:
     units: list[UnitEstimate] = field(default_factory=list)
     rates: dict = field(default_factory=dict)  # model name -> tokens per second (measured)
-    done: int = 0  # units already finished (skipped by a run)
 
 
 def _inputs(unit: Unit, task, adapter) -> list[str]:
@@ -74,13 +73,11 @@ def estimate(plan: Plan) -> Estimate:
 
     settings = plan.settings
     if settings.use_cache:
-        from evalkit.cache import EmbeddingCache, default_root
+        from evalkit.cache import default_root
 
         root = settings.cache_dir or default_root()
         if not (root.expanduser() / "embeddings.sqlite3").is_file():
             settings = _no_cache(settings)  # nothing cached yet: do not create a cache to find that out
-        else:
-            EmbeddingCache  # noqa: B018 - read through the model pool below
     models = Models(settings)
     est = Estimate()
     samples: dict[str, list] = {}
@@ -90,7 +87,6 @@ def estimate(plan: Plan) -> Estimate:
             e = UnitEstimate(u)
             est.units.append(e)
             if not settings.overwrite and read_result(u.path) is not None:
-                est.done += 1
                 e.done, e.seconds = True, 0.0
                 continue
             if u.task.name not in tasks:
@@ -159,7 +155,7 @@ def _measure(emb, texts: list[str]) -> float:
 
 
 def format_estimate(plan: Plan, est: Estimate) -> str:
-    from evalkit.progress import _hms
+    from evalkit.progress import hms
 
     lines = [f"plan: {len(plan.units)} units, results under {plan.settings.output}"]
     for note in plan.notes:
@@ -170,7 +166,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
         if e.done:
             rows.append((e.unit.label, "-", "-", "-", "-", "-", "done"))
             continue
-        sec = "?" if e.seconds is None else _hms(e.seconds)
+        sec = "?" if e.seconds is None else hms(e.seconds)
         rows.append((e.unit.label, str(e.texts), str(e.distinct), str(e.cached), f"{e.tokens:,}", str(e.pairs or "-"), sec))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -182,5 +178,5 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     total = sum(known)
     unknown = [e for e in est.units if e.seconds is None]
     tail = f" (+ {len(unknown)} reranker units, not estimated)" if unknown else ""
-    lines.append(f"estimated encoding time: {_hms(total)}{tail}; mteb's own scoring comes on top. Nothing was written.")
+    lines.append(f"estimated encoding time: {hms(total)}{tail}; mteb's own scoring comes on top. Nothing was written.")
     return "\n".join(lines) + "\n"

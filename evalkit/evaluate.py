@@ -174,7 +174,7 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
         }
         total = time.perf_counter() - t0
         encode = emb.config.stats["seconds"] - stats_before["seconds"]
-        meta = _meta(unit, settings, emb, work, _seconds(total, t_data, encode))
+        meta = _meta(unit, settings, work, _seconds(total, t_data, encode))
         meta.update(pooling=emb.pooling, max_length=emb.max_length, dtype=emb.dtype, weights=emb.namespace_fields["weights"],
                     instruction=unit.task.instruction if unit.model.spec.task_instructions else None)
         if prefixer is not None:
@@ -188,7 +188,7 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
     from evalkit import rerank
     from evalkit.items import ItemRecorder
     from evalkit.models.reranker import RerankerAdapter
-    from evalkit.results import result_document
+    from evalkit.results import result_document, versions
     from evalkit.tasks import build_task
 
     unit = job.unit
@@ -221,12 +221,10 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
                     "revision": fs.model.revision, "variant": fs.variant, "result_file": fs.path.name,
                     "main_scores": job.first_scores,
                 },
+                "versions": versions(),
                 "seconds": round(time.perf_counter() - t1, 2),
                 "run": run,
             }
-            from evalkit.results import versions
-
-            run_doc["versions"] = versions()
             files[unit.run_file()] = run_doc
         run_path = job.run_path or unit.run_file()
         task = rerank.attach_candidates(task, unit.task, run_doc, unit.top_k, run_path)
@@ -248,14 +246,14 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
         total = time.perf_counter() - t0
         seconds = _seconds(total, t_data, rr.config.stats["seconds"] - scored_before)  # "encode": the reranker's network time
         seconds["first_stage_top_k"] = round(t_rr - t0 - t_data, 3)
-        meta = _meta(unit, settings, rr, {"reranked_pairs": int(pairs), "first_stage_encoded_texts": encoded}, seconds)
+        meta = _meta(unit, settings, {"reranked_pairs": int(pairs), "first_stage_encoded_texts": encoded}, seconds)
         meta.update(kind=unit.model.kind, weights=rr.weights, max_length=rr.max_length, dtype=rr.dtype, first_stage=first_meta)
         doc = result_document(res, meta)
         items = rec.items(doc)
     return Evaluation(doc, items, files, encoded, 0, pairs, total)
 
 
-def _meta(unit: Unit, settings: Settings, model, work: dict, seconds: dict) -> dict:
+def _meta(unit: Unit, settings: Settings, work: dict, seconds: dict) -> dict:
     spec = unit.model.spec
     return {
         "model": spec.name,

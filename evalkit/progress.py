@@ -14,7 +14,7 @@ import threading
 import time
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
@@ -101,7 +101,7 @@ class _Tracker:
     def text(self, now: float) -> str:
         el = max(now - self.t0, 1e-9)
         rate = self.done / el
-        eta = _hms((self.total - self.done) / rate) if rate > 0 else "?"
+        eta = hms((self.total - self.done) / rate) if rate > 0 else "?"
         bar = ""
         if self.p.tty:
             filled = int(20 * self.done / max(1, self.total))

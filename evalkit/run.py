@@ -168,7 +168,7 @@ def _eta(plan: Plan, outcomes: dict, ran: list[float]) -> float | None:
 
 
 def outcome_line(o: Outcome, i: int, n: int, eta: float | None = None) -> str:
-    from evalkit.progress import _hms
+    from evalkit.progress import hms
 
     head = f"[{i}/{n}] {o.unit.label}"
     if o.status == "failed":
@@ -180,7 +180,7 @@ def outcome_line(o: Outcome, i: int, n: int, eta: float | None = None) -> str:
         extra = f"{o.pairs} pairs, {o.seconds:.1f}s" + (f", candidates from {o.run_file}" if o.run_file else "")
     else:
         extra = f"{o.encoded} texts encoded, {o.cached} from cache, {o.seconds:.1f}s"
-    tail = f"; about {_hms(eta)} left" if eta is not None else ""
+    tail = f"; about {hms(eta)} left" if eta is not None else ""
     return f"{head}: {s} ({extra}){tail}"
 
 

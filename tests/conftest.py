@@ -142,6 +142,20 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
+def md_table(text: str, heading: str | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """The first markdown table (after `heading` if given): header cells and rows by first cell."""
+    lines = text.splitlines()
+    if heading:
+        lines = lines[next(i for i, l in enumerate(lines) if l.startswith(heading)):]
+    start = next(i for i, l in enumerate(lines) if l.startswith("|"))
+    rows = []
+    for l in lines[start:]:
+        if not l.startswith("|"):
+            break
+        rows.append([c.strip() for c in l.strip().strip("|").split("|")])
+    return rows[0], {r[0]: r for r in rows[2:]}
+
+
 @pytest.fixture(scope="session")
 def killed_offline_en(tmp_path_factory):
     """offline-en with the real MiniLM, killed at random moments and resumed (tests/offline_run.py);

@@ -20,6 +20,7 @@ from statistics import mean
 import pytest
 
 from evalkit.cli import main
+from tests.conftest import md_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "published-results"
@@ -42,18 +43,6 @@ KNOWN = {
 
 
 # ----------------------------------------------------------------------------- helpers
-def md_table(text: str, heading: str | None = None) -> tuple[list[str], dict[str, list[str]]]:
-    lines = text.splitlines()
-    if heading:
-        lines = lines[next(i for i, l in enumerate(lines) if l.startswith(heading)):]
-    start = next(i for i, l in enumerate(lines) if l.startswith("|"))
-    rows = []
-    for l in lines[start:]:
-        if not l.startswith("|"):
-            break
-        rows.append([c.strip() for c in l.strip().strip("|").split("|")])
-    return rows[0], {r[0]: r for r in rows[2:]}
-
 
 def report(tmp_path: Path, fmt: str, *extra: str, results: Path | None = None) -> str:
     res = results or tmp_path / "no-runs"

@@ -24,6 +24,7 @@ from statistics import mean
 import pytest
 
 from evalkit.cli import main
+from tests.conftest import md_table
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = "sentence-transformers__all-MiniLM-L6-v2"
@@ -119,20 +120,6 @@ def published(task: str, model: str, key: str = "test/default") -> float | None:
     pub = json.loads((ROOT.parent / "shared" / "data" / "published_scores.json").read_text())
     rec = pub.get(task, {}).get(model, {}).get(key)
     return None if rec is None else rec["main_score"]
-
-
-def md_table(text: str, heading: str | None = None) -> tuple[list[str], dict[str, list[str]]]:
-    """The first markdown table (after `heading` if given): header cells and rows by first cell."""
-    lines = text.splitlines()
-    if heading:
-        lines = lines[next(i for i, l in enumerate(lines) if l.startswith(heading)):]
-    start = next(i for i, l in enumerate(lines) if l.startswith("|"))
-    rows = []
-    for l in lines[start:]:
-        if not l.startswith("|"):
-            break
-        rows.append([c.strip() for c in l.strip().strip("|").split("|")])
-    return rows[0], {r[0]: r for r in rows[2:]}
 
 
 def f2(x: float) -> str:

@@ -91,7 +91,7 @@ def _usable(items: dict | None, key: str, score: float | None, who: str) -> tupl
 def paired_test(items_a: dict | None, items_b: dict | None, key: str, score_a: float | None, score_b: float | None,
                 who_a: str = "A", who_b: str = "B") -> Significance:
     """Paired test of B against A on one split/subset; scores are the result files' (0..1)."""
-    from evalkit.report import stats
+    import evalkit.report.stats as stats
 
     ra, why = _usable(items_a, key, score_a, who_a)
     if ra is None:

@@ -166,7 +166,7 @@ def load_published_json(path: Path) -> list[Entry]:
 def load_published_repository(path: Path, spec: str = "authors") -> list[Entry]:
     """One published row per model folder of a results repository (any mteb version's files); each
     task's candidates in the precedence order `spec` (see evalkit/report/published.py)."""
-    from evalkit.report import published as pub
+    import evalkit.report.published as pub
 
     pub.check_spec(spec)
     root = pub.repository_root(Path(path))

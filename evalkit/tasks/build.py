@@ -31,9 +31,9 @@ def build_task(spec: TaskSpec):
     import mteb
 
     if spec.source == "air-bench":
-        from evalkit.tasks import air_bench
+        from evalkit.tasks.air_bench import build as build_air_bench
 
-        return air_bench.build(spec)
+        return build_air_bench(spec)
     if spec.source == "hub":
         if not hub_offline_mode() and not hub_reachable():
             raise EvalkitError(
