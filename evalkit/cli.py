@@ -53,6 +53,7 @@ def plan_of(args):
     """The run as data, every input checked (evalkit/plan.py); nothing written yet."""
     from evalkit.fewshot import settings_from_args
     from evalkit.models.catalog import get_spec
+    from evalkit.models.m3_search import parse_m3_modes
     from evalkit.plan import make_plan
 
     settings = settings_of(args)
@@ -67,6 +68,7 @@ def plan_of(args):
         spec, specs, settings, kind=args.kind, fewshot=fewshot,
         reranker=get_spec(args.reranker) if args.reranker else None,
         first_stage=get_spec(args.first_stage) if args.first_stage else None, top_k=args.top_k,
+        m3_modes=parse_m3_modes(args.m3_mode) if args.m3_mode else None,
     )
 
 
@@ -98,35 +100,43 @@ def cmd_run(args) -> int:
             executor.close()
     if any(o.status != "failed" for o in outcomes):
         print_outcomes(outcomes)
-    fewshot_folders = _fewshot_folders(outcomes)
-    if len(fewshot_folders) > 1:
-        labels = list(fewshot_folders)
-        print(comparison_table(list(fewshot_folders.values()), labels, sorted({o.task for o in outcomes})), end="")
+    runs = variant_runs(outcomes)
+    if len(runs) > 1:
+        print(comparison_table(runs), end="")
     failed = [o for o in outcomes if o.status == "failed"]
     if failed and len(outcomes) > 1:
         print(f"evalkit: {len(failed)} of {len(outcomes)} units failed: {', '.join(o.unit.label for o in failed)}", file=sys.stderr)
     return 2 if failed else 0
 
 
-def _fewshot_folders(outcomes) -> dict:
-    """{setting label: result folder} of the main embedder's settings, when there are several."""
+def variant_runs(outcomes) -> dict:
+    """{row label: [result files]} of the embedder's variants (few-shot settings, M3 modes), for the
+    comparison table: one row per setting, or per mode (and setting) when M3 modes ran."""
+    with_m3 = any(o.unit.role == "m3" for o in outcomes)
     out: dict = {}
     for o in outcomes:
         u = o.unit
-        if u.role == "embed" and u.fewshot is not None:
-            out.setdefault(u.setting_label, u.folder)
+        if u.role == "rerank" or o.status == "failed" or (u.fewshot is None and u.m3 is None):
+            continue
+        label = u.fewshot.label if u.fewshot is not None else "0-shot"
+        if with_m3:
+            mode = u.m3.label if u.m3 is not None else "dense"
+            label = mode if label == "0-shot" else f"{mode}, {label}"
+        out.setdefault(label, []).append(u.path)
     return out
 
 
 def print_outcomes(outcomes, out=None) -> None:
-    """Every unit: its main score, the published score, the few-shot delta (to the same model's
-    0-shot unit) and the rerank gain (to its first stage), x100."""
+    """Every unit: its main score, the published score, the delta of a few-shot setting (to the same
+    model's 0-shot unit) or of an M3 mode (to the dense unit of its setting), and the gain of a
+    reranker or rescoring M3 mode over its first stage, x100."""
     from evalkit.results import published_for, published_scores
 
     out = out or sys.stdout
     pub = published_scores()
     by_key = {o.unit.key: o for o in outcomes}
     zero = {(o.unit.model.spec.result_name, o.task): o for o in outcomes if o.unit.role == "embed" and not o.unit.variant}
+    dense = {(o.unit.model.spec.result_name, o.unit.fewshot, o.task): o for o in outcomes if o.unit.role == "embed"}
     rows = []
     for o in outcomes:
         u = o.unit
@@ -135,7 +145,10 @@ def print_outcomes(outcomes, out=None) -> None:
             rows.append((o.task, label, "failed", "-", "-", "-"))
             continue
         p = published_for(pub, o.task, u.model.spec.result_name) if not u.variant else {}
-        z = zero.get((u.model.spec.result_name, o.task)) if u.role == "embed" and u.variant else None
+        if u.role == "m3":
+            z = dense.get((u.model.spec.result_name, u.fewshot, o.task))
+        else:
+            z = zero.get((u.model.spec.result_name, o.task)) if u.role == "embed" and u.variant else None
         fs = by_key.get(u.first_stage.key) if u.first_stage is not None else None
         for key, score in o.scores.items():
             name = o.task if len(o.scores) == 1 else f"{o.task} ({key})"
@@ -148,7 +161,7 @@ def print_outcomes(outcomes, out=None) -> None:
             if fs is not None and fs.status != "failed" and fs.scores.get(key) is not None and mine is not None:
                 gain = f"{mine - 100 * fs.scores[key]:+.2f}"
             rows.append((name, label, _fmt(mine), pub_s, delta, gain))
-    head = ("task", "model [variant]", "main score", "published", "few-shot delta", "rerank gain")
+    head = ("task", "model [variant]", "main score", "published", "vs 0-shot/dense", "vs first stage")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     print(line(head), file=out)
@@ -156,32 +169,32 @@ def print_outcomes(outcomes, out=None) -> None:
         print(line(r), file=out)
 
 
-def comparison_table(folders: list[Path], labels: list[str], tasks: list[str], fmt: str = "md") -> str:
-    """evalkit.report.compare's table over the settings' result folders, limited to `tasks` (a plain
-    result folder may hold other tasks of the same model from other runs)."""
+def comparison_table(runs: dict, fmt: str = "md") -> str:
+    """evalkit.report.compare's table (deltas to the first row, paired tests) over {row label: the
+    result files of this run}: a result folder may hold other tasks from other runs, and one M3
+    mode's results lie in two folders (retrieval rescored from the dense top-k, reranking direct)."""
     import tempfile
 
     from evalkit.report.compare import compare_runs
     from evalkit.items import items_path
 
-    with tempfile.TemporaryDirectory(prefix="evalkit-fewshot-") as tmp:
-        runs, names = [], []
-        for i, (folder, label) in enumerate(zip(folders, labels)):
+    with tempfile.TemporaryDirectory(prefix="evalkit-compare-") as tmp:
+        dirs, names = [], []
+        for i, (label, files) in enumerate(runs.items()):
             d = Path(tmp) / f"run{i}"
             d.mkdir()
-            for t in tasks:
-                src = Path(folder) / f"{t}.json"
+            for src in files:
                 if src.is_file():
                     (d / src.name).symlink_to(src.resolve())
                     it = items_path(src)
                     if it.is_file():
                         (d / it.name).symlink_to(it.resolve())
             if any(d.iterdir()):
-                runs.append(d)
+                dirs.append(d)
                 names.append(label)
-        if len(runs) < 2:
+        if len(dirs) < 2:
             return "evalkit: fewer than two settings have results: nothing to compare\n"
-        return compare_runs(runs, names, fmt=fmt)
+        return compare_runs(dirs, names, fmt=fmt)
 
 
 def cmd_list(args) -> int:
@@ -258,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ray: retrieval corpora above DOCS documents are encoded in shards on all workers first (default 50000)")
     r.add_argument("--search", choices=["auto", "memmap", "mteb"], default="auto",
                    help="retrieval search: memory-bounded memmap search (memmap; auto above 100k documents) or mteb's own (mteb)")
+    r.add_argument("--m3-mode", action="append", metavar="MODES",
+                   help="a multi-function embedder's retrieval modes, each its own result set: dense, sparse, colbert, "
+                        "hybrid[:W_DENSE,W_SPARSE,W_COLBERT] (default 0.4,0.2,0.4) or all; a comma list, or repeat the option. "
+                        "colbert and hybrid rescore the dense top-k (--top-k)")
     r.add_argument("--kind", choices=["embedder", "icl-embedder", "reranker", "llm-reranker"],
                    help="what --model is, for a folder or hub id outside the catalog (default: from its config)")
     r.add_argument("--dry-run", action="store_true", help="print the plan and an estimate of its time; write nothing")

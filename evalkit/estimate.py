@@ -6,8 +6,10 @@ Texts per unit are those mteb encodes: a retrieval task's judged queries and its
 text joined as mteb joins them), both sentences of STS and pair tasks, clustering sentences, and for
 classification the evaluated split plus the training split (mteb draws its training samples from
 it, so that count is an upper bound). Few-shot inputs carry examples that are chosen while the unit
-runs: they are counted as not cached, with their tokens times (k + 1). A reranker unit scores
-queries x top-k pairs. The rate is measured by encoding (or scoring) a small sample of the run's
+runs: they are counted as not cached, with their tokens times (k + 1). A multi-function
+embedder's sparse, colbert or hybrid unit counts its inputs as a dense unit does, none cached (its
+outputs are not; a rescoring mode encodes only the candidates, so that is an upper bound). A
+reranker unit scores queries x top-k pairs. The rate is measured by encoding (or scoring) a small sample of the run's
 own uncached inputs with the model, so the estimate includes loading the model but no real work.
 """
 from __future__ import annotations
@@ -92,13 +94,13 @@ def estimate(plan: Plan) -> Estimate:
             if u.task.name not in tasks:
                 tasks[u.task.name] = build_task(u.task)
             task = tasks[u.task.name]
-            if u.role == "embed":
+            if u.role in ("embed", "m3"):
                 emb = models.embedder(u.model)
                 adapter = EmbeddingAdapter(u.model.spec, emb, task_instructions={u.task.name: u.task.instruction} if u.task.instruction else None)
                 inputs = _inputs(u, task, adapter)
                 distinct = list(dict.fromkeys(inputs))
                 k = u.fewshot.k if u.fewshot is not None else 0
-                cached = emb.cache.get_many(emb.namespace, distinct) if emb.cache is not None and k == 0 else {}
+                cached = emb.cache.get_many(emb.namespace, distinct) if emb.cache is not None and k == 0 and u.role == "embed" else {}
                 todo = [t for i, t in enumerate(distinct) if i not in cached]
                 e.texts, e.distinct, e.cached = len(inputs), len(distinct), len(cached)
                 e.tokens = _tokens(emb, todo) * (k + 1)
@@ -120,7 +122,7 @@ def estimate(plan: Plan) -> Estimate:
             unit = next(x for x in plan.units if x.model.name == name and x.role == "embed")
             est.rates[name] = _measure(models.embedder(unit.model), texts)
         for e in est.units:
-            if e.seconds is None and e.unit.role == "embed":
+            if e.seconds is None and e.unit.role in ("embed", "m3"):
                 rate = est.rates.get(e.unit.model.name)
                 e.seconds = e.tokens / rate if rate else 0.0
     finally:

@@ -100,6 +100,15 @@ class Models:
             self._models[key] = rr
         return self._models[key]
 
+    def m3(self, model: Model):
+        """A multi-function embedder's sparse and ColBERT functions, on its pool embedder's network."""
+        key = ("m3", model.spec)
+        if key not in self._models:
+            from evalkit.models.m3 import BGEM3FlagModel
+
+            self._models[key] = BGEM3FlagModel.from_spec(model.spec, self.embedder(model), model.path)
+        return self._models[key]
+
     def selector(self, name: str, evaluated):
         """The embedder that ranks few-shot examples: the evaluated model's own when it is the same."""
         from evalkit.models.catalog import get_spec
@@ -126,8 +135,8 @@ class Models:
 # ----------------------------------------------------------------------------- one unit
 def evaluate_unit(job: Job, settings: Settings, models: Models) -> Evaluation:
     """Evaluate one unit with mteb; EvalkitError on bad input. Nothing is written."""
-    unit = job.unit
-    return _rerank(job, settings, models) if unit.role == "rerank" else _embed(unit, settings, models)
+    role = job.unit.role
+    return _rerank(job, settings, models) if role == "rerank" else _m3(job, settings, models) if role == "m3" else _embed(job.unit, settings, models)
 
 
 def _phase(models: Models, what: str) -> None:
@@ -184,11 +193,59 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
     return Evaluation(doc, items, {}, work["encoded_texts"], work["cached_texts"], 0, total)
 
 
-def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
+def _candidates(job: Job, settings: Settings, models: Models, task):
+    """A unit with a first stage: (the task with each query's candidates attached, the run file to
+    write when the unit computed them, its first stage's record, the texts the first stage encoded)."""
     from evalkit import rerank
+    from evalkit.results import versions
+    from evalkit.tasks import build_task
+
+    unit = job.unit
+    files: dict = {}
+    encoded = 0
+    run_doc = job.run_doc
+    if run_doc is None:  # the first stage's top-k: its cached vectors, mteb's search
+        _phase(models, f"top {unit.top_k} of {unit.first_stage.model.name}")
+        fs = unit.first_stage
+        emb = models.embedder(fs.model)
+        before = emb.counts["encoded"]
+        ft = build_task(fs.task)
+        adapter, _ = _embedding_adapter(fs, ft, models)
+        t1 = time.perf_counter()
+        run = rerank.build_run(adapter, ft, fs.task, settings.batch_size, unit.top_k)
+        encoded = emb.counts["encoded"] - before
+        run_doc = {
+            "kind": rerank.RUN_KIND,
+            "task": unit.task.name,
+            "top_k": unit.top_k,
+            "first_stage": {
+                "model": fs.model.name, "hub_id": fs.model.spec.hub_id, "result_name": fs.model.spec.result_name,
+                "revision": fs.model.revision, "variant": fs.variant, "result_file": fs.path.name,
+                "main_scores": job.first_scores,
+            },
+            "versions": versions(),
+            "seconds": round(time.perf_counter() - t1, 2),
+            "run": run,
+        }
+        files[unit.run_file()] = run_doc
+    run_path = job.run_path or unit.run_file()
+    task = rerank.attach_candidates(task, unit.task, run_doc, unit.top_k, run_path)
+    out_root = Path(settings.output)
+    first_meta = {
+        **run_doc["first_stage"],
+        "top_k": unit.top_k,
+        "run_file": str(_rel(run_path, out_root)),
+        "cut_from": run_doc.get("cut_from"),
+        "result_path": str(_rel(unit.first_stage.path, out_root)),
+        "main_scores": job.first_scores or run_doc["first_stage"].get("main_scores"),
+    }
+    return task, run_doc, files, first_meta, encoded
+
+
+def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
     from evalkit.items import ItemRecorder
     from evalkit.models.reranker import RerankerAdapter
-    from evalkit.results import result_document, versions
+    from evalkit.results import result_document
     from evalkit.tasks import build_task
 
     unit = job.unit
@@ -196,47 +253,10 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
     set_seeds(settings.seed)
     _phase(models, "reading data")
     task = build_task(unit.task)
-    files: dict = {}
-    first_meta = None
-    encoded = 0
+    files, first_meta, encoded = {}, None, 0
     t_data = time.perf_counter() - t0
     if unit.first_stage is not None:
-        run_doc = job.run_doc
-        if run_doc is None:  # the first stage's top-k: its cached vectors, mteb's search
-            _phase(models, f"top {unit.top_k} of {unit.first_stage.model.name}")
-            fs = unit.first_stage
-            emb = models.embedder(fs.model)
-            before = emb.counts["encoded"]
-            ft = build_task(fs.task)
-            adapter, _ = _embedding_adapter(fs, ft, models)
-            t1 = time.perf_counter()
-            run = rerank.build_run(adapter, ft, fs.task, settings.batch_size, unit.top_k)
-            encoded = emb.counts["encoded"] - before
-            run_doc = {
-                "kind": rerank.RUN_KIND,
-                "task": unit.task.name,
-                "top_k": unit.top_k,
-                "first_stage": {
-                    "model": fs.model.name, "hub_id": fs.model.spec.hub_id, "result_name": fs.model.spec.result_name,
-                    "revision": fs.model.revision, "variant": fs.variant, "result_file": fs.path.name,
-                    "main_scores": job.first_scores,
-                },
-                "versions": versions(),
-                "seconds": round(time.perf_counter() - t1, 2),
-                "run": run,
-            }
-            files[unit.run_file()] = run_doc
-        run_path = job.run_path or unit.run_file()
-        task = rerank.attach_candidates(task, unit.task, run_doc, unit.top_k, run_path)
-        out_root = Path(settings.output)
-        first_meta = {
-            **run_doc["first_stage"],
-            "top_k": unit.top_k,
-            "run_file": str(_rel(run_path, out_root)),
-            "cut_from": run_doc.get("cut_from"),
-            "result_path": str(_rel(unit.first_stage.path, out_root)),
-            "main_scores": job.first_scores or run_doc["first_stage"].get("main_scores"),
-        }
+        task, _, files, first_meta, encoded = _candidates(job, settings, models, task)
     rr = models.reranker(unit.model)
     before, scored_before = rr.counts["pairs"], rr.config.stats["seconds"]
     t_rr = time.perf_counter()
@@ -251,6 +271,51 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
         doc = result_document(res, meta)
         items = rec.items(doc)
     return Evaluation(doc, items, files, encoded, 0, pairs, total)
+
+
+def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
+    """A multi-function embedder's sparse, colbert or hybrid mode (evalkit/models/m3_search.py):
+    mteb's retrieval evaluation of an M3Search, over the whole corpus or the dense unit's top-k."""
+    from evalkit.items import ItemRecorder
+    from evalkit.models.m3_search import M3Search
+    from evalkit.results import result_document
+    from evalkit.tasks import build_task
+
+    unit = job.unit
+    t0 = time.perf_counter()
+    set_seeds(settings.seed)
+    _phase(models, "reading data")
+    task = build_task(unit.task)
+    files, first_meta, encoded, run = {}, None, 0, None
+    t_data = time.perf_counter() - t0
+    if unit.first_stage is not None:
+        task, run_doc, files, first_meta, encoded = _candidates(job, settings, models, task)
+        run = run_doc["run"]
+    m3 = models.m3(unit.model)
+    emb = m3.embedder
+    before, stats_before = dict(emb.counts), dict(emb.config.stats)
+    adapter, prefixer = _embedding_adapter(unit, task, models)
+    t_m3 = time.perf_counter()
+    with ItemRecorder(task) as rec:
+        res = run_mteb(M3Search(adapter, m3, unit.m3, run), task, unit.task, settings, prediction_folder=rec.folder)
+        work = {
+            "encoded_texts": emb.counts["encoded"] - before["encoded"],
+            "cached_texts": emb.counts["cached"] - before["cached"],
+            "encoded_tokens": emb.config.stats["tokens"] - stats_before["tokens"],
+            "first_stage_encoded_texts": encoded,
+        }
+        total = time.perf_counter() - t0
+        seconds = _seconds(total, t_data, emb.config.stats["seconds"] - stats_before["seconds"])
+        if unit.first_stage is not None:
+            seconds["first_stage_top_k"] = round(t_m3 - t0 - t_data, 3)
+        meta = _meta(unit, settings, work, seconds)
+        meta.update(pooling=emb.pooling, max_length=emb.max_length, dtype=emb.dtype, weights=emb.namespace_fields["weights"],
+                    m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
+        if prefixer is not None:
+            meta["fewshot"] = prefixer.info
+        doc = result_document(res, meta)
+        items = rec.items(doc)
+    return Evaluation(doc, items, files, work["encoded_texts"] + encoded, work["cached_texts"], 0, total)
 
 
 def _meta(unit: Unit, settings: Settings, work: dict, seconds: dict) -> dict:

@@ -2,8 +2,10 @@
 model loads or anything is written.
 
     unit = (model, task, variant)
-    variant = a few-shot setting (k, selector, seed, selector model), and for a reranker its first
-              stage (another unit) and top-k; zero-shot plain embedding is the empty variant
+    variant = a few-shot setting (k, selector, seed, selector model); for a multi-function embedder
+              (BGE-M3) its mode (sparse, colbert, hybrid; dense is the plain unit); for a reranker,
+              or an M3 mode that rescores, its first stage (another unit) and top-k; zero-shot plain
+              embedding is the empty variant
 
 `make_plan` reads and validates every task's data, resolves every model (its folder and revision,
 so every result path is known), and refuses a combination that cannot work in one line
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 from evalkit.fewshot import Setting
+from evalkit.models.m3_search import M3_TYPES, M3Mode
 from evalkit.results import result_dir
 
 log = logging.getLogger("evalkit")
@@ -77,13 +80,17 @@ class Unit:
     model: Model
     task: object  # evalkit.tasks.TaskSpec
     fewshot: Setting | None = None  # embedder units: the few-shot setting (k=0: zero-shot)
-    first_stage: Unit | None = None  # reranker units on a retrieval task: the embedder unit whose top-k it reranks
+    m3: M3Mode | None = None  # a multi-function embedder's sparse / colbert / hybrid mode (None: dense)
+    first_stage: Unit | None = None  # a reranker's (or rescoring M3 mode's) retrieval unit: the dense unit whose top-k it reorders
     top_k: int | None = None
     folder: Path = field(default=Path("."), compare=False)
 
     @property
     def role(self) -> str:
-        return "rerank" if self.model.kind in RERANKER_KINDS else "embed"
+        """embed | m3 (a multi-function embedder's mode other than dense) | rerank"""
+        if self.model.kind in RERANKER_KINDS:
+            return "rerank"
+        return "m3" if self.m3 is not None else "embed"
 
     @property
     def variant(self) -> str | None:
@@ -94,7 +101,11 @@ class Unit:
             fs = self.first_stage
             name = fs.model.spec.result_name + (f"-{fs.variant}" if fs.variant else "")
             return f"rerank-{name}-top{int(self.top_k)}"
-        return self.fewshot.variant if self.fewshot is not None else None
+        shots = self.fewshot.variant if self.fewshot is not None else None
+        if self.m3 is None:
+            return shots
+        mode = f"m3-{self.m3.slug}" + (f"-top{int(self.top_k)}" if self.first_stage is not None else "")
+        return f"{shots}-{mode}" if shots else mode
 
     @property
     def path(self) -> Path:
@@ -113,10 +124,14 @@ class Unit:
     def setting_label(self) -> str:
         if self.role == "rerank":
             return f"reranked top {self.top_k} of {self.first_stage.setting_label}" if self.first_stage else "own candidates"
-        return self.fewshot.label if self.fewshot is not None else "0-shot"
+        shots = self.fewshot.label if self.fewshot is not None else "0-shot"
+        if self.m3 is None:
+            return shots
+        mode = f"M3 {self.m3.label}" + (f" of the dense top {self.top_k}" if self.first_stage is not None else "")
+        return mode + (f", {shots}" if shots != "0-shot" else "")
 
     def run_file(self) -> Path | None:
-        """Where a reranked unit's candidates (its first stage's top-k) are kept."""
+        """Where a reranked (or rescoring M3) unit's candidates, its first stage's top-k, are kept."""
         if self.first_stage is None:
             return None
         return self.first_stage.folder / f"{self.task.name}.run_top{int(self.top_k)}.json"
@@ -197,6 +212,7 @@ def make_plan(
     reranker_kind: str | None = None,
     first_stage=None,
     top_k: int = 100,
+    m3_modes: list[M3Mode] | None = None,
     check_data: bool = True,
 ) -> Plan:
     """The units of `model` (a ModelSpec) on `task_specs`, with few-shot settings and a reranker.
@@ -205,7 +221,10 @@ def make_plan(
       `reranker`, each retrieval unit is also reranked (top_k of it) and each reranking task is
       scored by the reranker on its own candidates;
     - a reranker `model`: with `first_stage` (an embedder spec), as above with the roles swapped;
-      alone, its reranking tasks.
+      alone, its reranking tasks;
+    - `m3_modes` (a multi-function embedder `model`): per retrieval and reranking task one unit per
+      mode; sparse searches the whole corpus, colbert and hybrid rescore the dense unit's top_k
+      (which joins the plan), dense is the plain unit.
     """
     if not task_specs:
         raise EvalkitError("no tasks to run")
@@ -225,6 +244,13 @@ def make_plan(
     # the roles, from what is known without looking for any model (catalog kinds, --kind); a model
     # outside the catalog is looked for here to read its kind from its config
     main_kind = known_kind(model, kind) or resolve_model(model, kind).kind
+    modes = list(m3_modes or [])
+    if modes:
+        if main_kind != "embedder":
+            raise EvalkitError(f"--m3-mode sets the retrieval modes of a multi-function embedder (bge-m3) given as --model; {model.name} is a {main_kind}")
+        if any(m.name != "dense" for m in modes) and not any(t.type in M3_TYPES for t in task_specs):
+            other = ", ".join(f"{t.name} ({t.type})" for t in task_specs)
+            raise EvalkitError(f"M3's sparse, colbert and hybrid modes are scored on Retrieval and Reranking tasks, not on {other}: add one, or give --m3-mode dense")
     if main_kind in RERANKER_KINDS:
         if reranker is not None:
             raise EvalkitError(f"--model {model.name} is a reranker: with --reranker, --model names the first-stage embedder")
@@ -267,6 +293,21 @@ def make_plan(
         emb = main
         rr = resolve_model(reranker, reranker_kind, "rerank") if reranker is not None else None
 
+    if modes:
+        from evalkit.models.m3 import has_m3_heads
+
+        if not (emb.spec.extra.get("multi_function") or has_m3_heads(emb.path)):
+            raise EvalkitError(
+                f"--m3-mode needs a multi-function model (bge-m3, or a folder with colbert_linear.pt and sparse_linear.pt "
+                f"beside its weights): {emb.name} has no M3 heads"
+            )
+        extra = [m for m in modes if m.name != "dense"]
+        other = [t.name for t in task_specs if t.type not in M3_TYPES]
+        if extra and other:
+            notes.append(f"M3's {', '.join(m.label for m in extra)} mode{'s' if len(extra) > 1 else ''} score{'' if len(extra) > 1 else 's'} retrieval and reranking tasks: {', '.join(other)} get{'s' if len(other) == 1 else ''} the dense vectors alone")
+        if extra and rr is not None:
+            notes.append(f"{rr.name} reranks the dense first stage: the M3 modes' results are not reranked again")
+
     settings_list = list(fewshot or [Setting(0, seed=settings.seed)])
     if any(s.k > 0 for s in settings_list):
         bad = [t.name for t in task_specs if t.type not in ("Retrieval", "Classification", "Clustering", "STS", "PairClassification")]
@@ -283,7 +324,18 @@ def make_plan(
         for ts in task_specs:
             if rr is not None and emb is not main and ts.type not in TWO_STAGE_TYPES:
                 continue  # --model RERANKER --first-stage E: E runs only where it feeds the reranker
-            units.append(unit(emb, ts, fewshot=st))
+            extra = [m for m in modes if m.name != "dense"] if ts.type in M3_TYPES else []
+            two_stage = ts.type in TWO_STAGE_TYPES
+            # the dense unit: asked for, the first stage of a rescoring mode or of a reranker, or all this task gets
+            dense = None
+            if not extra or any(m.name == "dense" for m in modes) or (two_stage and (rr is not None or any(m.rescores for m in extra))):
+                dense = unit(emb, ts, fewshot=st)
+                units.append(dense)
+            for m in extra:
+                if m.rescores and two_stage:
+                    units.append(unit(emb, ts, fewshot=st, m3=m, first_stage=dense, top_k=top_k))
+                else:
+                    units.append(unit(emb, ts, fewshot=st, m3=m))
     if rr is not None:
         for ts in task_specs:
             if ts.type in DIRECT_TYPES:

@@ -195,11 +195,17 @@ def test_catalog_and_run_plan_entry_points():
     assert not is_multi_function(get_spec("bge-small-en-v1.5"))
     local = get_spec(str(MODEL), max_length=64)
     assert is_multi_function(local)
-    m = BGEM3FlagModel.from_spec(local, devices="cpu", batch_size=4)
+    from evalkit.evaluate import Models
+    from evalkit.plan import Settings, resolve_model
+
+    models = Models(Settings(batch_size=4, use_cache=False))
+    model = resolve_model(local)
+    m = models.m3(model)
+    assert m.embedder is models.embedder(model)  # one network for the dense unit and the other modes
     assert m.embedder.max_length == 64 and m.query_max_length == 64 and m.embedder.dtype == "fp32"
     out = m.encode_queries(["what is bge m3?"], return_sparse=True)
     assert out["dense_vecs"].shape == (1, 32) and len(out["lexical_weights"]) == 1
-    m.close()
+    models.close()
 
 
 def test_two_devices_and_oom_back_off(encoded, ref):
@@ -227,3 +233,166 @@ def test_two_devices_and_oom_back_off(encoded, ref):
     assert max(calls) > 2 and m.core.config.stats["oom_retries"] > 0
     assert lexical_diff(again["lexical_weights"], encoded["lexical_weights"]) <= TOL
     assert max(np.abs(a - b).max() for a, b in zip(again["colbert_vecs"], encoded["colbert_vecs"])) <= TOL
+
+
+# ----------------------------------------------------------------------------- the run plan's modes
+def _search_inputs(tmp_path):
+    from evalkit.evaluate import Models
+    from evalkit.models.adapters import EmbeddingAdapter
+    from evalkit.models.catalog import get_spec
+    from evalkit.plan import Settings, resolve_model
+    from evalkit.rerank import load_task_data, splits_of
+    from evalkit.tasks import build_task, task_from_folder
+    from tests.test_plan import retrieval_folder
+
+    ts = task_from_folder(retrieval_folder(tmp_path))
+    task = load_task_data(build_task(ts), ts)
+    ((subset, split, data),) = list(splits_of(task))
+    models = Models(Settings(batch_size=4, use_cache=False))
+    model = resolve_model(get_spec(str(MODEL)))
+    m3 = models.m3(model)
+    ctx = dict(task_metadata=task.metadata, hf_split=split, hf_subset=subset)
+    return models, m3, EmbeddingAdapter(model.spec, m3.embedder), data, ctx
+
+
+def test_search_modes_equal_the_pairwise_scores(tmp_path):
+    """M3Search (what mteb's retrieval evaluator calls for a mode) gives FlagEmbedding's pairwise
+    scores: sparse over the whole corpus (its best documents among those sharing a token), ColBERT
+    and the hybrid over given candidates."""
+    from mteb.types import PromptType
+
+    from evalkit.models.m3_search import M3Mode, M3Search
+
+    models, m3, adapter, data, ctx = _search_inputs(tmp_path)
+    probe = M3Search(adapter, m3, M3Mode("sparse"))
+    q_ids, d_ids = list(data["queries"]["id"]), list(data["corpus"]["id"])
+    q_texts = probe._texts(data["queries"], PromptType.query, 4, **ctx)
+    d_texts = probe._texts(data["corpus"], PromptType.document, 4, **ctx)
+    q = m3.encode(q_texts, return_sparse=True, return_colbert_vecs=True)
+    d = m3.encode(d_texts, return_sparse=True, return_colbert_vecs=True)
+    lex = m3.compute_lexical_matching_score(q["lexical_weights"], d["lexical_weights"])
+    col = np.array([[float(m3.colbert_score(a, b)) for b in d["colbert_vecs"]] for a in q["colbert_vecs"]])
+    dense = q["dense_vecs"] @ d["dense_vecs"].T
+    kw = dict(encode_kwargs={"batch_size": 4}, **ctx)
+
+    def run(mode, **extra):
+        s = M3Search(adapter, m3, mode)
+        s.index(data["corpus"], **kw)
+        return s.search(data["queries"], **kw, **extra)
+
+    got = run(M3Mode("sparse"), top_k=5)
+    for i, qid in enumerate(q_ids):
+        positive = np.sort(lex[i][lex[i] > 0])[::-1][:5]
+        assert len(got[qid]) == len(positive) and np.allclose(sorted(got[qid].values(), reverse=True), positive, atol=TOL)
+        assert all(abs(s - lex[i][d_ids.index(doc)]) <= TOL for doc, s in got[qid].items())
+    everything = {qid: list(d_ids) for qid in q_ids}
+    hybrid = (0.4 * dense + 0.2 * lex + 0.4 * col) / 1.0
+    for mode, want in ((M3Mode("colbert"), col), (M3Mode("sparse"), lex), (M3Mode("hybrid", (0.4, 0.2, 0.4)), hybrid)):
+        got = run(mode, top_k=len(d_ids), top_ranked=everything)
+        for i, qid in enumerate(q_ids):
+            assert np.abs(np.array([got[qid][doc] for doc in d_ids]) - want[i]).max() <= TOL, mode
+    models.close()
+
+
+def _result(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    return {split: [{k: v for k, v in e.items() if k != "previous_results_model_meta"} for e in entries] for split, entries in doc["scores"].items()}
+
+
+def test_scifact_in_every_mode(tmp_path, capsys):
+    """The issue's run: SciFact with the tiny M3 in every mode, one result each, the comparison
+    table across modes; the hybrid with weights [1, 0, 0] over the dense top 1000 (all that mteb's
+    dense search keeps) is the dense result, metric for metric."""
+    from evalkit.cli import main
+
+    out = tmp_path / "out"
+    args = ["run", "--model", str(MODEL), "--tasks", "SciFact", "--m3-mode", "all", "--m3-mode", "hybrid:1,0,0", "--top-k", "1000",
+            "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    (dense,) = out.glob("*/*/SciFact.json")
+    folder = dense.parent
+    runs = {p.parent.name: p for p in folder.glob("experiments/*/SciFact.json")}
+    assert sorted(runs) == ["m3-colbert-top1000", "m3-hybrid-0.4-0.2-0.4-top1000", "m3-hybrid-1-0-0-top1000", "m3-sparse"]
+    assert (folder / "SciFact.run_top1000.json").is_file()
+    assert _result(runs["m3-hybrid-1-0-0-top1000"]) == _result(dense)
+    meta = json.loads(runs["m3-colbert-top1000"].read_text())["evalkit"]
+    assert meta["m3"] == {"mode": "colbert", "weights": None} and meta["first_stage"]["top_k"] == 1000
+    table, tests = text.split("## Compare")[1].split("### Paired significance (vs dense")
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["dense", "sparse", "colbert", "hybrid 0.4/0.2/0.4", "hybrid 1/0/0"]  # after the head
+    assert len([line for line in tests.splitlines() if line.startswith("| dense |")]) == 4
+
+
+def test_modes_are_units_of_the_plan(tmp_path, capsys):
+    from evalkit.cli import main
+    from evalkit.fewshot import Setting
+    from evalkit.models.catalog import get_spec
+    from evalkit.models.m3_search import parse_m3_modes
+    from evalkit.plan import Settings, make_plan
+    from evalkit.tasks import task_from_folder
+    from tests.test_plan import retrieval_folder, sts_folder
+
+    ret, sts = task_from_folder(retrieval_folder(tmp_path)), task_from_folder(sts_folder(tmp_path))
+    spec, settings = get_spec(str(MODEL)), Settings(output=tmp_path / "o")
+    plan = make_plan(spec, [ret, sts], settings, m3_modes=parse_m3_modes("sparse"))
+    assert [(u.task.name, u.variant) for u in plan.units] == [("OwnRet", "m3-sparse"), ("OwnSts", None)]
+    assert plan.notes == ["M3's sparse mode scores retrieval and reranking tasks: OwnSts gets the dense vectors alone"]
+    plan = make_plan(spec, [ret], settings, m3_modes=parse_m3_modes(["colbert", "hybrid:1,0,0"]), top_k=20,
+                     fewshot=[Setting(0), Setting(2, seed=42)])
+    assert [u.variant for u in plan.units] == [
+        None, "m3-colbert-top20", "m3-hybrid-1-0-0-top20",
+        "fewshot-2-random-s42", "fewshot-2-random-s42-m3-colbert-top20", "fewshot-2-random-s42-m3-hybrid-1-0-0-top20"]
+    assert plan.units[1].first_stage == plan.units[0] and plan.units[5].first_stage == plan.units[3]
+    assert plan.units[4].setting_label == "M3 colbert of the dense top 20, 2-shot random (seed 42)"
+    assert [m.label for m in parse_m3_modes("all")] == ["dense", "sparse", "colbert", "hybrid 0.4/0.2/0.4"]
+    out = tmp_path / "out"  # the sparse, colbert and hybrid modes need a retrieval or reranking task
+    assert main(["run", "--model", str(MODEL), "--tasks", str(sts_folder(tmp_path)), "--m3-mode", "sparse", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scored on Retrieval and Reranking tasks" in err[0] and not out.exists()
+
+
+def test_modes_with_few_shot_locally_and_on_ray(tmp_path, ray_local, capsys):
+    """Every mode composes with few-shot queries, and Ray writes the same files as this process."""
+    from evalkit.cli import main
+    from tests.test_plan import result_files, retrieval_folder
+
+    task = retrieval_folder(tmp_path)
+    args = ["run", "--model", str(MODEL), "--tasks", str(task), "--m3-mode", "all", "--fewshot", "2", "--top-k", "10",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--output", str(tmp_path / "local")]) == 0
+    assert main([*args, "--output", str(tmp_path / "ray"), "--ray", "local", "--ray-workers", "2"]) == 0
+    capsys.readouterr()
+    local = result_files(tmp_path / "local")
+    assert sorted(Path(k).parent.name for k in local) == [
+        "fewshot-2-random-s42", "fewshot-2-random-s42", "fewshot-2-random-s42-m3-colbert-top10",
+        "fewshot-2-random-s42-m3-hybrid-0.4-0.2-0.4-top10", "fewshot-2-random-s42-m3-sparse"]
+    assert result_files(tmp_path / "ray") == local
+    doc = json.loads(next((tmp_path / "local").rglob("fewshot-2-random-s42-m3-sparse/OwnRet.json")).read_text())["evalkit"]
+    assert doc["fewshot"]["k"] == 2 and doc["m3"]["mode"] == "sparse"
+
+
+def test_modes_on_a_reranking_task_score_its_own_candidates(tmp_path, capsys):
+    """A Reranking task: every mode scores the task's candidates (no first stage); the hybrid
+    [1, 0, 0] computes the dense scores itself there, and gives mteb's dense result."""
+    from evalkit.cli import main
+    from tests.conftest import write_jsonl
+    from tests.test_plan import WORDS
+
+    folder = tmp_path / "OwnRR"
+    write_jsonl(folder / "test.jsonl", [
+        {"query": f"what is the {w}", "positive": [f"the {w} is good"], "negative": [f"the {v} is bad" for v in WORDS if v != w][:5]}
+        for w in WORDS
+    ])
+    (folder / "task.yaml").write_text("name: OwnRR\ntype: Reranking\n")
+    out = tmp_path / "out"
+    assert main(["run", "--model", str(MODEL), "--tasks", str(folder), "--m3-mode", "all,hybrid:1,0,0", "--output", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    capsys.readouterr()
+    (dense,) = out.glob("*/*/OwnRR.json")
+    runs = {p.parent.name: p for p in dense.parent.glob("experiments/*/OwnRR.json")}
+    assert sorted(runs) == ["m3-colbert", "m3-hybrid-0.4-0.2-0.4", "m3-hybrid-1-0-0", "m3-sparse"]
+    main_score = lambda p: json.loads(p.read_text())["scores"]["test"][0]["main_score"]  # noqa: E731
+    assert main_score(runs["m3-hybrid-1-0-0"]) == pytest.approx(main_score(dense), abs=1e-9)
+    assert len({main_score(p) for p in runs.values()}) > 1  # the modes do differ
+

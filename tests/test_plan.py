@@ -96,6 +96,11 @@ def test_kinds_detected_or_given(tmp_path, tiny_bert, tiny_cross_encoder, tiny_d
     (["--top-k", "0", "--reranker", "bge-reranker-base"], "--top-k must be a positive integer"),
     (["--ray-workers", "2"], "add --ray"),
     (["--kind", "reranker", "--fewshot", "2"], "add --first-stage EMBEDDER"),
+    (["--m3-mode", "sparse"], "has no M3 heads"),
+    (["--m3-mode", "hybrid:1,2"], "hybrid takes three weights"),
+    (["--m3-mode", "bm25"], "unknown M3 mode"),
+    (["--m3-mode", "hybrid:0,0,0"], "positive sum"),
+    (["--m3-mode", "sparse", "--kind", "reranker"], "is a reranker"),
 ])
 def test_combinations_that_cannot_work_are_one_line_before_anything_runs(extra, msg, tmp_path, tiny_bert, capsys):
     out = tmp_path / "out"

@@ -545,7 +545,7 @@ def test_second_reranker_reuses_the_first_stage(scifact_two_stage, tiny_decoder,
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     lines = cap.out.strip().splitlines()
-    assert lines[0].split() == ["task", "model", "[variant]", "main", "score", "published", "few-shot", "delta", "rerank", "gain"]
+    assert lines[0].split() == ["task", "model", "[variant]", "main", "score", "published", "vs", "0-shot/dense", "vs", "first", "stage"]
     first_row, rr_row = lines[1].split(), lines[2].split()
     assert first_row[:3] == ["SciFact", "all-MiniLM-L6-v2", "64.51"]
     assert rr_row[2] == "[rerank-sentence-transformers__all-MiniLM-L6-v2-top10]"

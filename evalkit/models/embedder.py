@@ -36,7 +36,7 @@ class Embedder:
         model_id: str | None = None,
         revision: str | None = None,
     ):
-        from evalkit.models.loading import folder_revision
+        from evalkit.models.loading import folder_revision, model_positions
 
         if pooling not in POOLINGS:
             raise EvalkitError(f"unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
@@ -44,6 +44,10 @@ class Embedder:
             raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
         self.path = Path(path)
         self.pooling, self.normalize, self.max_length = pooling, normalize, int(max_length)
+        limit = model_positions(self.path)
+        if limit is not None and self.max_length > limit:  # longer inputs would index past the position table
+            log.info("%s takes at most %d positions: max_length %d lowered to %d", self.path.name, limit, self.max_length, limit)
+            self.max_length = limit
         self.devices = resolve_devices(devices)
         self.dtype = resolve_dtype(dtype, self.devices[0])
         self.config = CoreConfig(str(self.path), "embedder", self.dtype, int(batch_size), padding_side, trust_remote_code)

@@ -127,3 +127,14 @@ def load_network(path: Path, kind: str = "embedder", trust_remote_code: bool = F
     except Exception as e:
         raise EvalkitError(f"cannot load the model in {path}: {type(e).__name__}: {e}") from e
     return model.eval()
+
+
+def model_positions(path: Path) -> int | None:
+    """The longest input the network's position table takes (None when unbounded or unknown)."""
+    cfg = read_json(Path(path) / "config.json")
+    n = cfg.get("max_position_embeddings")
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"):
+        n -= int(cfg.get("pad_token_id") or 1) + 1  # RoBERTa's positions start after the padding index
+    return n

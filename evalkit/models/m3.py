@@ -262,12 +262,13 @@ class BGEM3FlagModel:
         padding_side: str | None = None,
         model_id: str | None = None,
         revision: str | None = None,
+        embedder=None,
         **_ignored,
     ):
         from evalkit.models.embedder import Embedder
         from evalkit.models.encoder import resolve_devices
         from evalkit.models.flag import _model_path, flag_dtype
-        from evalkit.models.reranker import model_positions
+        from evalkit.models.loading import model_positions
 
         if truncate_dim is not None:
             raise EvalkitError("BGEM3FlagModel: truncate_dim is not supported by evalkit; leave it out")
@@ -288,7 +289,7 @@ class BGEM3FlagModel:
         self.passage_max_length = int(passage_max_length)
         self.return_dense, self.return_sparse, self.return_colbert_vecs = return_dense, return_sparse, return_colbert_vecs
         self.max_positions = model_positions(self.path)
-        self.embedder = Embedder(
+        self.embedder = embedder or Embedder(
             self.path, pooling=pooling_method, normalize=self.normalize_embeddings, max_length=self._cap(self.passage_max_length),
             dtype=flag_dtype(dtype, use_fp16, devs[0], use_bf16), batch_size=self.batch_size, devices=devs,
             padding_side=padding_side, trust_remote_code=trust_remote_code, cache=cache,
@@ -299,16 +300,14 @@ class BGEM3FlagModel:
         self._unused: set[int] | None = None
 
     @classmethod
-    def from_spec(cls, spec, *, dtype: str | None = None, devices=None, batch_size: int = 256, cache=None) -> "BGEM3FlagModel":
-        """For the run plan: a catalog spec (bge-m3, or a local M3 folder) with the run's dtype,
-        devices, batch size and cache. Queries and passages both get the spec's max length, and
-        `.embedder` is the very Embedder that `runner.make_embedder(spec, opts)` builds (same cache
-        namespace), so the dense mode is today's dense evaluation and its vectors are shared."""
+    def from_spec(cls, spec, embedder, path=None) -> "BGEM3FlagModel":
+        """For the run plan: a catalog spec (bge-m3, or a local M3 folder) around the Embedder that the
+        run's model pool already holds for it (evaluate.Models), so the network loads once, the dense
+        vectors share its cache, and queries and passages both get its max length."""
         self = cls(
-            str(spec.locate()), normalize_embeddings=spec.normalize, use_fp16=False, devices=devices,
-            pooling_method=spec.pooling, trust_remote_code=spec.trust_remote_code, batch_size=batch_size,
-            query_max_length=spec.max_length, passage_max_length=spec.max_length, dtype=dtype or spec.dtype or "fp32",
-            cache=cache, padding_side=spec.padding_side, model_id=spec.hub_id or spec.name, revision=spec.revision,
+            str(path or spec.locate()), normalize_embeddings=embedder.normalize, use_fp16=False, devices=embedder.devices,
+            pooling_method=embedder.pooling, batch_size=embedder.config.batch_size, query_max_length=embedder.max_length,
+            passage_max_length=embedder.max_length, revision=embedder.revision, embedder=embedder,
         )
         if spec.hub_id:
             self.repo_id = spec.hub_id
@@ -408,7 +407,12 @@ class BGEM3FlagModel:
         uniq: dict[str, int] = {}
         inverse = [uniq.setdefault(t, len(uniq)) for t in texts]
         distinct = list(uniq)
-        dense_u, lex_u, col_u = self._run(distinct, ml, bs, dense, sparse, colbert)
+        progress = self.embedder.progress
+        self.core.on_batch = progress.tracker(len(distinct)) if progress is not None else None
+        try:
+            dense_u, lex_u, col_u = self._run(distinct, ml, bs, dense, sparse, colbert)
+        finally:
+            self.core.on_batch = None
         self.embedder.counts["duplicates"] += len(texts) - len(distinct)
         return {
             "dense_vecs": dense_u[np.asarray(inverse, dtype=np.int64)] if dense else None,

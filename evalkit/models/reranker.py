@@ -49,19 +49,6 @@ def _pairs(sentence_pairs) -> tuple[list[tuple[str, str]], bool]:
     return pairs, False
 
 
-def model_positions(path: Path) -> int | None:
-    """The longest input the network's position table takes (None when unbounded or unknown)."""
-    from evalkit.models.loading import read_json
-
-    cfg = read_json(Path(path) / "config.json")
-    n = cfg.get("max_position_embeddings")
-    if not isinstance(n, int) or n <= 0:
-        return None
-    if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"):
-        n -= int(cfg.get("pad_token_id") or 1) + 1  # RoBERTa's positions start after the padding index
-    return n
-
-
 def join_only_second(first: list[int], second: list[int], max_length: int, side: str = "right") -> list[int]:
     """``prepare_for_model(first, second, truncation="only_second", max_length=..., add_special_tokens=False)``
     of transformers 4.x (which FlagEmbedding calls; transformers 5's fast tokenizers no longer have it):
@@ -197,7 +184,7 @@ class _Reranker:
         revision: str | None = None, model_id: str | None = None,
     ):
         from evalkit.models.flag import _model_path, flag_dtype
-        from evalkit.models.loading import folder_revision
+        from evalkit.models.loading import folder_revision, model_positions
 
         if batch_size is None or int(batch_size) < 1:
             raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
