@@ -301,23 +301,27 @@ def _result(path: Path) -> dict:
 
 def test_scifact_in_every_mode(tmp_path, capsys):
     """The issue's run: SciFact with the tiny M3 in every mode, one result each, the comparison
-    table across modes; the hybrid with weights [1, 0, 0] over the dense top 1000 (all that mteb's
-    dense search keeps) is the dense result, metric for metric."""
+    table across modes. The hybrid with weights [1, 0, 0] rescoring the dense top 100 is the dense
+    result: the same main score and every metric at a cutoff up to 100; past it (the @1000 metrics)
+    and the nAUC spreads, which use every returned score, only the top 100 are there to count."""
     from evalkit.cli import main
 
     out = tmp_path / "out"
-    args = ["run", "--model", str(MODEL), "--tasks", "SciFact", "--m3-mode", "all", "--m3-mode", "hybrid:1,0,0", "--top-k", "1000",
+    args = ["run", "--model", str(MODEL), "--tasks", "SciFact", "--m3-mode", "all", "--m3-mode", "hybrid:1,0,0",
             "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
     text = capsys.readouterr().out
     (dense,) = out.glob("*/*/SciFact.json")
     folder = dense.parent
     runs = {p.parent.name: p for p in folder.glob("experiments/*/SciFact.json")}
-    assert sorted(runs) == ["m3-colbert-top1000", "m3-hybrid-0.4-0.2-0.4-top1000", "m3-hybrid-1-0-0-top1000", "m3-sparse"]
-    assert (folder / "SciFact.run_top1000.json").is_file()
-    assert _result(runs["m3-hybrid-1-0-0-top1000"]) == _result(dense)
-    meta = json.loads(runs["m3-colbert-top1000"].read_text())["evalkit"]
-    assert meta["m3"] == {"mode": "colbert", "weights": None} and meta["first_stage"]["top_k"] == 1000
+    assert sorted(runs) == ["m3-colbert-top100", "m3-hybrid-0.4-0.2-0.4-top100", "m3-hybrid-1-0-0-top100", "m3-sparse"]
+    assert (folder / "SciFact.run_top100.json").is_file()
+    (hybrid,), (plain,) = _result(runs["m3-hybrid-1-0-0-top100"])["test"], _result(dense)["test"]
+    same = {k for k in plain if not k.startswith("nauc_") and (k.split("_at_")[-1].isdigit() and int(k.split("_at_")[-1]) <= 100)}
+    assert len(same) > 30 and {k: hybrid[k] for k in same} == {k: plain[k] for k in same}
+    assert hybrid["main_score"] == plain["main_score"] and hybrid["recall_at_1000"] < plain["recall_at_1000"]
+    meta = json.loads(runs["m3-colbert-top100"].read_text())["evalkit"]
+    assert meta["m3"] == {"mode": "colbert", "weights": None} and meta["first_stage"]["top_k"] == 100
     table, tests = text.split("## Compare")[1].split("### Paired significance (vs dense")
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["dense", "sparse", "colbert", "hybrid 0.4/0.2/0.4", "hybrid 1/0/0"]  # after the head

@@ -78,9 +78,11 @@ def test_offline_zh_runs_and_equals_mteb_226(tmp_path):
             assert abs(got[k] - want) <= 0.05, (task, k, got[k], want)
 
 
-def test_user_task_folder_equals_the_registered_task(tmp_path, shared_data):
+def test_user_task_folder_equals_the_registered_task(tmp_path, shared_data, killed_offline_en):
     """A user's own folder holding STSBenchmark's data, borrowing mteb's STSBenchmark settings,
-    scores exactly like the registered task; without `mteb_task` the generic STS evaluator agrees too."""
+    scores exactly like the registered task; without `mteb_task` the generic STS evaluator agrees too.
+    The vectors come from a copy of the offline-en cache (the same texts, the same model)."""
+    shutil.copytree(killed_offline_en["cache"], tmp_path / "c")
     for name, extra in (("Mine", "mteb_task: STSBenchmark\n"), ("MineGeneric", "")):
         d = tmp_path / name
         d.mkdir()

@@ -16,7 +16,8 @@ from evalkit.errors import EvalkitError
 from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, resolve_devices, resolve_dtype
 
 log = logging.getLogger("evalkit")
-COMMIT_EVERY = 1024  # texts encoded between two cache commits
+COMMIT_EVERY = 1024  # texts encoded between two cache commits at most...
+COMMIT_TOKENS = 65536  # ...or tokens (long documents): what a killed run loses is at most one such slice
 
 
 class Embedder:
@@ -106,9 +107,7 @@ class Embedder:
             # longest first, in slices that are each committed to the cache: a run killed in the
             # middle of a large corpus keeps every finished slice
             order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]))
-            step = max(COMMIT_EVERY, 4 * int(batch_size or self.config.batch_size) * len(self.devices))
-            for s in range(0, len(order), step):
-                idx = order[s : s + step]
+            for idx in _slices(order, [len(f["input_ids"]) for f in feats], 4 * int(batch_size or self.config.batch_size) * len(self.devices)):
                 part_texts = [texts_m[i] for i in idx]
                 out = self._run([feats[i] for i in idx], part_texts, batch_size)
                 if vectors is None:
@@ -147,3 +146,18 @@ class Embedder:
     def close(self):
         if self._core is not None:
             self._core.close()
+
+
+def _slices(order: list[int], lengths: list[int], least: int):
+    """`order` cut into the slices that are encoded and committed to the cache one by one: each at
+    least `least` texts (a few full batches per device), then closed at COMMIT_EVERY texts or
+    COMMIT_TOKENS tokens."""
+    start, tokens = 0, 0
+    for j, i in enumerate(order):
+        tokens += lengths[i]
+        n = j + 1 - start
+        if n >= least and (n >= COMMIT_EVERY or tokens >= COMMIT_TOKENS):
+            yield order[start : j + 1]
+            start, tokens = j + 1, 0
+    if start < len(order):
+        yield order[start:]
