@@ -46,8 +46,9 @@ OFFLINE_ZH = ["STSB", "LCQMC", "BQ", "AFQMC", "Ocnli"]
 # EVALKIT_FULL_SUITES=1 runs the whole suite (done for the closing note: all 12 equal mteb 2.26).
 FULL = os.environ.get("EVALKIT_FULL_SUITES") == "1"
 EN_TASKS = OFFLINE_EN if FULL else [t for t in OFFLINE_EN if t not in ("TwitterURLCorpus", "TweetSentimentExtractionClassification")]
-# likewise offline-zh without LCQMC and BQ (22,500 of its 30,000 pairs); EVALKIT_FULL_SUITES=1 runs all five
-ZH_TASKS = OFFLINE_ZH if FULL else [t for t in OFFLINE_ZH if t not in ("LCQMC", "BQ")]
+# likewise offline-zh with STSB and Ocnli only (4,300 of its 34,000 pairs); EVALKIT_FULL_SUITES=1 runs all
+# five (done for the closing note: all five equal mteb 2.26 and the published scores)
+ZH_TASKS = OFFLINE_ZH if FULL else [t for t in OFFLINE_ZH if t not in ("LCQMC", "BQ", "AFQMC")]
 
 
 def run_cli(*args, env=None, check=True):
