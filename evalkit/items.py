@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,6 +50,23 @@ def items_path(result_path: Path) -> Path:
     return result_path.with_name(f"{result_path.stem}.items.json")
 
 
+PREFIX = "evalkit-predictions-"
+
+
+def _sweep_predictions() -> None:
+    """Remove the prediction folders of processes that are gone (a run killed mid-unit)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = d.name[len(PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
 class ItemRecorder:
     """Around one `mteb.evaluate`: a temporary prediction folder, and the task's data kept loaded
     until the per-item scores are written (mteb unloads data it loaded itself)."""
@@ -59,7 +77,8 @@ class ItemRecorder:
         self._unload = None
 
     def __enter__(self) -> ItemRecorder:
-        self.folder = Path(tempfile.mkdtemp(prefix="evalkit-predictions-"))
+        _sweep_predictions()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         if not getattr(self.task, "data_loaded", True) and hasattr(self.task, "unload_data"):
             self._unload = self.task.unload_data
             self.task.unload_data = lambda: None  # deferred to __exit__

@@ -519,3 +519,22 @@ def test_a_ray_driver_killed_at_random_moments_resumes_to_the_clean_scores(tiny_
     assert final.returncode == 0, final.stderr[-2000:]
     got = scores(out)
     assert {k: got[k] for k in reference} == reference and len(got) == len(tasks)
+
+
+def test_prediction_folders_of_killed_runs_are_swept(tmp_path, monkeypatch):
+    """A run killed mid-unit leaves its temporary prediction folder; the next unit of any run removes
+    the folders whose process is gone, and no other."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from evalkit.items import PREFIX, ItemRecorder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    gone, alive, other = tmp_path / f"{PREFIX}{dead}-abc", tmp_path / f"{PREFIX}1-abc", tmp_path / f"{PREFIX}oldstyle"
+    for d in (gone, alive, other):
+        d.mkdir()
+    with ItemRecorder(object()) as rec:
+        assert rec.folder.parent == tmp_path and rec.folder.is_dir()
+    assert not gone.exists() and alive.exists() and other.exists() and not rec.folder.exists()

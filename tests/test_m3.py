@@ -322,6 +322,12 @@ def test_scifact_in_every_mode(tmp_path, capsys):
     assert hybrid["main_score"] == plain["main_score"] and hybrid["recall_at_1000"] < plain["recall_at_1000"]
     meta = json.loads(runs["m3-colbert-top100"].read_text())["evalkit"]
     assert meta["m3"] == {"mode": "colbert", "weights": None} and meta["first_stage"]["top_k"] == 100
+    # one network pass per text for the modes: the sparse unit's pass kept every output, so ColBERT
+    # and the hybrid take theirs from it (the hybrid [1, 0, 0] needs none: the run file's scores)
+    work = {name: json.loads(p.read_text())["evalkit"]["work"] for name, p in runs.items()}
+    assert work["m3-sparse"]["encoded_texts"] == 5183 + 300
+    assert all(w["encoded_texts"] == 0 for name, w in work.items() if name != "m3-sparse"), work
+    assert work["m3-colbert-top100"]["cached_texts"] == work["m3-hybrid-0.4-0.2-0.4-top100"]["cached_texts"] > 300
     table, tests = text.split("## Compare")[1].split("### Paired significance (vs dense")
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["dense", "sparse", "colbert", "hybrid 0.4/0.2/0.4", "hybrid 1/0/0"]  # after the head
@@ -400,3 +406,24 @@ def test_modes_on_a_reranking_task_score_its_own_candidates(tmp_path, capsys):
     assert main_score(runs["m3-hybrid-1-0-0"]) == pytest.approx(main_score(dense), abs=1e-9)
     assert len({main_score(p) for p in runs.values()}) > 1  # the modes do differ
 
+
+
+def test_the_memo_serves_later_modes_and_respects_its_budget(tmp_path, ref):
+    """In a run, an M3 pass keeps every output (lexical weights, dense and ColBERT vectors) for the
+    later modes; past the memo's byte budget texts are simply encoded again, with the same outputs."""
+    from evalkit.models.m3 import M3Memo
+
+    models, m3, *_ = _search_inputs(tmp_path)
+    texts = ref["sentences"]
+    assert m3.memo is not None
+    for budget, again in ((0, len(texts)), (None, 0)):
+        m3.memo = M3Memo(budget)
+        first = m3.encode_texts(texts, 64, 4, dense=True, sparse=True, colbert=True)
+        before = m3.embedder.counts["encoded"]
+        second = m3.encode_texts(texts, 64, 4, dense=False, sparse=False, colbert=True)
+        assert m3.embedder.counts["encoded"] - before == again
+        assert all(np.array_equal(a, b) for a, b in zip(first["colbert_vecs"], second["colbert_vecs"]))
+        lex = m3.encode_texts(texts, 64, 4, dense=False, sparse=True)["lexical_weights"]
+        assert lexical_diff(lex, first["lexical_weights"]) == 0
+    assert m3.memo.nbytes > 0 and len(m3.memo.rows) == len(set(texts))
+    models.close()

@@ -192,9 +192,9 @@ class Core:
         if config.padding_side is not None:
             self.tokenizer.padding_side = config.padding_side
         self.model = (model or load_network(path, config.kind, config.trust_remote_code)).eval()
+        if self.dtype == "fp16":  # FlagEmbedding's use_fp16: the weights themselves in half precision, halved
+            self.model.half()  # before the move, so the device never holds the fp32 copy (7B: 28 GB, not 14)
         self.model.to(self.device)
-        if self.dtype == "fp16":  # FlagEmbedding's use_fp16: the weights themselves in half precision
-            self.model.half()
         self.batch_size = int(config.batch_size)
         on_cpu = self.device.startswith("cpu")
         self.max_batch_tokens = config.max_batch_tokens or (CPU_BATCH_TOKENS if on_cpu else None)

@@ -11,7 +11,9 @@ hidden)) and ``sparse_linear.pt`` (Linear(hidden, 1), then ReLU) beside the weig
 ships them (fetched from the hub beside a hub snapshot that lacks them). The dense vectors alone go
 through an ordinary `Embedder` (CLS, normalised) with the embedding cache, so dense evaluation is
 exactly what it is for any other embedder; a pass that also computes the sparse or ColBERT outputs
-puts its dense vectors into that same cache. Sparse weights and ColBERT vectors are not cached.
+puts its dense vectors into that same cache. Sparse weights and ColBERT vectors are not in the
+persistent cache; in a run (`from_spec`), an `M3Memo` keeps every output of a pass for the modes
+that come after it, so each text goes through the network once for all of them.
 
 For retrieval over a whole corpus (the run plan's BGE-M3 modes) use the array helpers below rather
 than the pairwise FlagEmbedding calls: `lexical_matrix` (lexical weights -> a CSR matrix, so sparse
@@ -222,6 +224,91 @@ def head_files(folder: Path, repo_id: str | None = None, revision: str | None = 
     )
 
 
+# ----------------------------------------------------------------------------- what a run's passes computed
+class Ragged:
+    """Float32 arrays of one width and any length, appended to a temporary file and read back
+    through a memmap (remapped when the file has grown): ColBERT vectors off the heap."""
+
+    def __init__(self, dim: int):
+        import tempfile
+
+        self.dim = dim
+        self.file = tempfile.TemporaryFile(prefix="evalkit-m3-")
+        self.offsets = [0]
+        self._mm = None
+
+    def add(self, arrays) -> list[int]:
+        first = len(self.offsets) - 1
+        for a in arrays:
+            self.file.write(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+            self.offsets.append(self.offsets[-1] + len(a))
+        return list(range(first, len(self.offsets) - 1))
+
+    def get(self, i: int) -> np.ndarray:
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        if hi == lo:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._mm is None or self._mm.shape[0] < hi:
+            self.file.flush()
+            self._mm = np.memmap(self.file, dtype=np.float32, mode="r", shape=(self.offsets[-1], self.dim))
+        return self._mm[lo:hi]
+
+    @property
+    def nbytes(self) -> int:
+        return self.offsets[-1] * self.dim * 4
+
+    def close(self) -> None:
+        self._mm = None
+        self.file.close()
+
+
+class M3Memo:
+    """Every output of the M3 passes of a run, per (text, max length), so that each text goes through
+    the network once whatever modes ask for it (sparse over the corpus, then ColBERT and the hybrid
+    over candidates): lexical weights in memory, dense and ColBERT vectors in temporary files, up to
+    `budget` bytes in all (EVALKIT_M3_MEMO_GB, default 8); past it, texts are encoded again."""
+
+    def __init__(self, budget: int | None = None):
+        import os
+
+        self.budget = int(budget if budget is not None else float(os.environ.get("EVALKIT_M3_MEMO_GB", "8")) * 2**30)
+        self.lex: dict = {}
+        self.rows: dict = {}  # key -> (dense row, colbert row)
+        self._dense: Ragged | None = None
+        self._colbert: Ragged | None = None
+        self.lex_bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.lex_bytes + sum(r.nbytes for r in (self._dense, self._colbert) if r is not None)
+
+    def has(self, key) -> bool:
+        return key in self.rows
+
+    def put(self, keys, dense, lex, cols) -> None:
+        if self._dense is None:
+            self._dense, self._colbert = Ragged(dense.shape[1]), Ragged(cols[0].shape[1] if cols else 1)
+        for j, key in enumerate(keys):
+            size = dense.shape[1] * 4 + len(cols[j]) * self._colbert.dim * 4 + 64 * len(lex[j])
+            if key in self.rows or self.nbytes + size > self.budget:
+                continue
+            (d,), (c,) = self._dense.add([dense[j : j + 1]]), self._colbert.add([cols[j]])
+            self.rows[key] = (d, c)
+            self.lex[key] = lex[j]
+            self.lex_bytes += 64 * len(lex[j])
+
+    def get(self, key):
+        d, c = self.rows[key]
+        return self._dense.get(d)[0], self.lex[key], self._colbert.get(c)
+
+    def close(self) -> None:
+        for r in (self._dense, self._colbert):
+            if r is not None:
+                r.close()
+        self.rows.clear()
+        self.lex.clear()
+
+
 # ----------------------------------------------------------------------------- the model class
 class BGEM3FlagModel:
     """``FlagEmbedding.BGEM3FlagModel`` on evalkit's core.
@@ -233,7 +320,8 @@ class BGEM3FlagModel:
     ColBERT vectors: one per token after CLS (the eos token included), normalised.
 
     evalkit's additions: `dtype` (fp32 | fp16 | bf16; default FlagEmbedding's rule: fp16 only off
-    the CPU), `cache` (an EmbeddingCache for the dense vectors), `from_spec` for the run plan.
+    the CPU), `cache` (an EmbeddingCache for the dense vectors), `embedder` (an Embedder already set
+    up for this folder, whose network and cache are then shared), `from_spec` for the run plan.
     """
 
     def __init__(
@@ -298,6 +386,7 @@ class BGEM3FlagModel:
         self._heads: tuple[str, str] | None = None
         self._colbert_dim: int | None = None
         self._unused: set[int] | None = None
+        self.memo: M3Memo | None = None  # set by from_spec: the run plan's modes share their passes
 
     @classmethod
     def from_spec(cls, spec, embedder, path=None) -> "BGEM3FlagModel":
@@ -309,6 +398,7 @@ class BGEM3FlagModel:
             pooling_method=embedder.pooling, batch_size=embedder.config.batch_size, query_max_length=embedder.max_length,
             passage_max_length=embedder.max_length, revision=embedder.revision, embedder=embedder,
         )
+        self.memo = M3Memo()
         if spec.hub_id:
             self.repo_id = spec.hub_id
         return self
@@ -331,10 +421,12 @@ class BGEM3FlagModel:
         return int(self.model.config.vocab_size)
 
     def stop_self_pool(self):
-        self.embedder.close()
+        self.close()
 
     def close(self):
         self.embedder.close()
+        if self.memo is not None:
+            self.memo.close()
 
     # -- encoding
     def encode(
@@ -407,12 +499,10 @@ class BGEM3FlagModel:
         uniq: dict[str, int] = {}
         inverse = [uniq.setdefault(t, len(uniq)) for t in texts]
         distinct = list(uniq)
-        progress = self.embedder.progress
-        self.core.on_batch = progress.tracker(len(distinct)) if progress is not None else None
-        try:
-            dense_u, lex_u, col_u = self._run(distinct, ml, bs, dense, sparse, colbert)
-        finally:
-            self.core.on_batch = None
+        if self.memo is not None:
+            dense_u, lex_u, col_u = self._memo_run(distinct, ml, bs, colbert)
+        else:
+            dense_u, lex_u, col_u = self._tracked_run(distinct, ml, bs, dense, sparse, colbert)
         self.embedder.counts["duplicates"] += len(texts) - len(distinct)
         return {
             "dense_vecs": dense_u[np.asarray(inverse, dtype=np.int64)] if dense else None,
@@ -420,7 +510,51 @@ class BGEM3FlagModel:
             "colbert_vecs": [col_u[i] for i in inverse] if colbert else None,
         }
 
-    def _run(self, texts: list[str], ml: int, bs: int, dense: bool, sparse: bool, colbert: bool):
+    def _tracked_run(self, texts: list[str], ml: int, bs: int, dense: bool, sparse: bool, colbert: bool, **kw):
+        progress = self.embedder.progress
+        self.core.on_batch = progress.tracker(len(texts)) if progress is not None else None
+        try:
+            return self._run(texts, ml, bs, dense, sparse, colbert, **kw)
+        finally:
+            self.core.on_batch = None
+
+    def _memo_run(self, texts: list[str], ml: int, bs: int, colbert: bool):
+        """Every output of `texts`, from the memo where an earlier pass computed them; the rest in one
+        pass computing all three (the heads cost little beside the network), each slice kept in the
+        memo as it is done. ColBERT vectors stay off the heap unless asked for and over the budget."""
+        memo = self.memo
+        todo = [t for t in texts if not memo.has((t, ml))]
+        spill: dict = {}  # asked-for ColBERT vectors that did not fit the memo
+
+        def keep(idx, d, lex, cols):
+            keys = [(todo[i], ml) for i in idx]
+            memo.put(keys, d, lex, cols)
+            if colbert:
+                spill.update({k: c for k, c in zip(keys, cols) if not memo.has(k)})
+
+        d_new = lex_new = None
+        if todo:
+            # the dense vectors computed here stay out of the embedding cache: the dense unit's own (the
+            # Embedder's batches) are what a run file and mteb's dense evaluation read, in any unit order
+            d_new, lex_new, _ = self._tracked_run(todo, ml, bs, True, True, True, on_slice=keep, keep_colbert=False, cache_dense=False)
+        pos = {t: i for i, t in enumerate(todo)}
+        self.embedder.counts["cached"] += len(texts) - len(todo)
+        dense, lex, cols = [], [], []
+        for t in texts:
+            if (t, ml) in spill or (t in pos and not memo.has((t, ml))):
+                i = pos[t]
+                dense.append(d_new[i]), lex.append(lex_new[i]), cols.append(spill.get((t, ml)))
+            else:
+                dv, lw, cv = memo.get((t, ml))
+                dense.append(dv), lex.append(lw), cols.append(cv)
+        return np.stack(dense), lex, cols
+
+    def _run(self, texts: list[str], ml: int, bs: int, dense: bool, sparse: bool, colbert: bool, on_slice=None,
+             keep_colbert: bool = True, cache_dense: bool = True):
+        """The outputs asked for, slice by slice of at most SLICE_FLOATS head floats; `on_slice(indices,
+        dense rows, lexical weights, ColBERT vectors)` sees each slice as it is done, and with
+        `keep_colbert` False the ColBERT vectors are left to it (not kept for the return). Dense
+        vectors go into the embedding cache unless `cache_dense` is False."""
         emb = self.embedder
         core = emb.core
         colbert_path, sparse_path = self.head_paths()
@@ -433,7 +567,7 @@ class BGEM3FlagModel:
         dense_out = np.zeros((n, hidden), dtype=np.float32) if dense else None
         lex: list = [None] * n
         cols: list = [None] * n
-        use_cache = dense and emb.cache is not None and ml == emb.max_length
+        use_cache = cache_dense and dense and emb.cache is not None and ml == emb.max_length
         if use_cache:
             emb.cache.register(emb.namespace, emb.namespace_fields)
         start = 0
@@ -456,6 +590,7 @@ class BGEM3FlagModel:
                 if use_cache:
                     emb.cache.put_many(emb.namespace, [texts[i] for i in idx], vecs)
                 off = hidden
+            part = []
             for r, i in enumerate(idx):
                 ids = feats[i]["input_ids"]
                 k = len(ids)
@@ -463,7 +598,11 @@ class BGEM3FlagModel:
                     lex[i] = _token_weights(out[r, off : off + k], ids, unused)
                 if colbert:
                     c0 = off + width * sparse
-                    cols[i] = out[r, c0 : c0 + (k - 1) * cdim].reshape(k - 1, cdim).copy()
+                    part.append(out[r, c0 : c0 + (k - 1) * cdim].reshape(k - 1, cdim).copy())
+                    if keep_colbert:
+                        cols[i] = part[-1]
+            if on_slice is not None:
+                on_slice(idx, dense_out[np.asarray(idx, dtype=np.int64)] if dense else None, [lex[i] for i in idx], part)
             emb.counts["encoded"] += len(idx)
             start += len(idx)
         return dense_out, lex, cols

@@ -20,7 +20,6 @@ prefix), so every mode sees exactly the inputs of the dense unit.
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,33 +107,6 @@ def parse_m3_modes(values) -> list[M3Mode]:
     return list(dict.fromkeys(modes))
 
 
-class _Ragged:
-    """ColBERT vectors of many texts, appended to a temporary file and read back through a memmap."""
-
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.file = tempfile.TemporaryFile(prefix="evalkit-colbert-")
-        self.offsets = [0]
-        self.mm = None
-
-    def add(self, arrays) -> None:
-        for a in arrays:
-            self.file.write(np.ascontiguousarray(a, dtype=np.float32).tobytes())
-            self.offsets.append(self.offsets[-1] + len(a))
-
-    def freeze(self) -> None:
-        self.file.flush()
-        if self.offsets[-1]:
-            self.mm = np.memmap(self.file, dtype=np.float32, mode="r", shape=(self.offsets[-1], self.dim))
-
-    def get(self, i: int) -> np.ndarray:
-        return self.mm[self.offsets[i] : self.offsets[i + 1]]
-
-    def close(self) -> None:
-        self.mm = None
-        self.file.close()
-
-
 class M3Search:
     """mteb's SearchProtocol for one M3 mode (see the module docstring).
 
@@ -207,7 +179,7 @@ class M3Search:
 
     # -- every mode over given candidates
     def _rescore(self, q_ids, q_texts, d_ids, d_texts, top_ranked: dict, dense_scores: dict | None, bs: int) -> dict:
-        from evalkit.models.m3 import colbert_scores, hybrid_scores, lexical_matrix
+        from evalkit.models.m3 import Ragged, colbert_scores, hybrid_scores, lexical_matrix
 
         row_of = {d: i for i, d in enumerate(d_ids)}
         wants = [q for q in q_ids if top_ranked.get(q)]
@@ -221,7 +193,7 @@ class M3Search:
         enc_dense = need_dense and not use_first
         dense_d, sparse_d, colbert_d = [], [], None
         if need_colbert:
-            colbert_d = _Ragged(self.m3.colbert_dim())
+            colbert_d = Ragged(self.m3.colbert_dim())
         try:
             for c0 in range(0, len(cand), DOC_CHUNK):
                 out = self._encode([d_texts[row_of[d]] for d in cand[c0 : c0 + DOC_CHUNK]], bs, enc_dense, need_sparse, need_colbert)
@@ -231,8 +203,6 @@ class M3Search:
                     sparse_d.append(lexical_matrix(out["lexical_weights"], self.m3.vocab_size))
                 if need_colbert:
                     colbert_d.add(out["colbert_vecs"])
-            if need_colbert:
-                colbert_d.freeze()
             if need_sparse:
                 import scipy.sparse as sp
 
