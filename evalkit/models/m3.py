@@ -292,7 +292,12 @@ class M3Memo:
             size = dense.shape[1] * 4 + len(cols[j]) * self._colbert.dim * 4 + 64 * len(lex[j])
             if key in self.rows or self.nbytes + size > self.budget:
                 continue
-            (d,), (c,) = self._dense.add([dense[j : j + 1]]), self._colbert.add([cols[j]])
+            try:
+                (d,), (c,) = self._dense.add([dense[j : j + 1]]), self._colbert.add([cols[j]])
+            except OSError as e:  # a full temporary folder: the run goes on, later modes encode again
+                log.warning("the M3 memo stops keeping outputs (%s): later modes encode their texts again", e.strerror or e)
+                self.budget = 0
+                return
             self.rows[key] = (d, c)
             self.lex[key] = lex[j]
             self.lex_bytes += 64 * len(lex[j])

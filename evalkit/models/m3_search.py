@@ -202,7 +202,10 @@ class M3Search:
                 if need_sparse:
                     sparse_d.append(lexical_matrix(out["lexical_weights"], self.m3.vocab_size))
                 if need_colbert:
-                    colbert_d.add(out["colbert_vecs"])
+                    try:
+                        colbert_d.add(out["colbert_vecs"])
+                    except OSError as e:
+                        raise EvalkitError(f"no room for the candidates' ColBERT vectors in the temporary folder ({e.strerror or e}): free space there or point TMPDIR elsewhere") from e
             if need_sparse:
                 import scipy.sparse as sp
 
