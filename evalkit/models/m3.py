@@ -544,15 +544,13 @@ class BGEM3FlagModel:
             d_new, lex_new, _ = self._tracked_run(todo, ml, bs, True, True, True, on_slice=keep, keep_colbert=False, cache_dense=False)
         pos = {t: i for i, t in enumerate(todo)}
         self.embedder.counts["cached"] += len(texts) - len(todo)
-        dense, lex, cols = [], [], []
+        got = []
         for t in texts:
-            if (t, ml) in spill or (t in pos and not memo.has((t, ml))):
-                i = pos[t]
-                dense.append(d_new[i]), lex.append(lex_new[i]), cols.append(spill.get((t, ml)))
+            if (t, ml) in spill or (t in pos and not memo.has((t, ml))):  # this pass's, not kept
+                got.append((d_new[pos[t]], lex_new[pos[t]], spill.get((t, ml))))
             else:
-                dv, lw, cv = memo.get((t, ml))
-                dense.append(dv), lex.append(lw), cols.append(cv)
-        return np.stack(dense), lex, cols
+                got.append(memo.get((t, ml)))
+        return np.stack([g[0] for g in got]), [g[1] for g in got], [g[2] for g in got]
 
     def _run(self, texts: list[str], ml: int, bs: int, dense: bool, sparse: bool, colbert: bool, on_slice=None,
              keep_colbert: bool = True, cache_dense: bool = True):
