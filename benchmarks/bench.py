@@ -77,18 +77,17 @@ def worker_floor(task_names: list[str], cache_dir: Path, out: Path) -> None:
     import numpy as np
     from mteb.similarity_functions import cos_sim, pairwise_cos_sim
 
-    from evalkit.cache import EmbeddingCache
+    from evalkit.evaluate import Models
     from evalkit.models.adapters import build_model_meta
     from evalkit.models.catalog import get_spec
-    from evalkit.models.embedder import Embedder
-    from evalkit.plan import resolve_model
+    from evalkit.plan import Settings, resolve_model
     from evalkit.tasks import Registry, build_task
 
     model = resolve_model(get_spec("all-MiniLM-L6-v2"))
-    spec, cache = model.spec, EmbeddingCache(cache_dir)
-    # the evalkit run's cache namespace (an Embedder never loads its network before a text misses the cache)
-    ns = Embedder(model.path, pooling=spec.pooling, normalize=spec.normalize, max_length=spec.max_length, dtype="fp32",
-                  model_id=spec.hub_id or spec.name, revision=model.revision).namespace
+    spec = model.spec
+    # the fp32 run's own embedder, for its cache and namespace only (its network loads on a cache miss, never here)
+    emb = Models(Settings(cache_dir=cache_dir, dtype="fp32")).embedder(model)
+    cache, ns = emb.cache, emb.namespace
 
     class Cached:  # mteb's EncoderProtocol, every vector from the cache
         mteb_model_meta = build_model_meta(spec, model.revision)

@@ -106,7 +106,7 @@ class Models:
         if key not in self._models:
             from evalkit.models.m3 import BGEM3FlagModel
 
-            self._models[key] = BGEM3FlagModel.from_spec(model.spec, self.embedder(model), model.path)
+            self._models[key] = BGEM3FlagModel.from_spec(model.spec, self.embedder(model))
         return self._models[key]
 
     def selector(self, name: str, evaluated):
@@ -161,6 +161,22 @@ def _embedding_adapter(unit: Unit, task, models: Models):
     return adapter, prefixer
 
 
+def _work(emb, before: tuple[dict, dict]) -> tuple[dict, float]:
+    """What the embedder `emb` did since `before` (its counts and stats, copied): the result's work
+    record, and the encoder's seconds."""
+    counts, stats = before
+    work = {
+        "encoded_texts": emb.counts["encoded"] - counts["encoded"],
+        "cached_texts": emb.counts["cached"] - counts["cached"],
+        "encoded_tokens": emb.config.stats["tokens"] - stats["tokens"],
+    }
+    return work, emb.config.stats["seconds"] - stats["seconds"]
+
+
+def _embedder_meta(emb) -> dict:
+    return {"pooling": emb.pooling, "max_length": emb.max_length, "dtype": emb.dtype, "weights": emb.namespace_fields["weights"]}
+
+
 def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
     from evalkit.items import ItemRecorder
     from evalkit.results import result_document
@@ -172,20 +188,14 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
     task = build_task(unit.task)
     t_data = time.perf_counter() - t0
     emb = models.embedder(unit.model)
-    before, stats_before = dict(emb.counts), dict(emb.config.stats)
+    before = dict(emb.counts), dict(emb.config.stats)
     adapter, prefixer = _embedding_adapter(unit, task, models)
     with ItemRecorder(task) as rec:  # <Task>.items.json: per-item scores (evalkit/items.py)
         res = run_mteb(adapter, task, unit.task, settings, prediction_folder=rec.folder)
-        work = {
-            "encoded_texts": emb.counts["encoded"] - before["encoded"],
-            "cached_texts": emb.counts["cached"] - before["cached"],
-            "encoded_tokens": emb.config.stats["tokens"] - stats_before["tokens"],
-        }
+        work, encode = _work(emb, before)
         total = time.perf_counter() - t0
-        encode = emb.config.stats["seconds"] - stats_before["seconds"]
         meta = _meta(unit, settings, work, _seconds(total, t_data, encode))
-        meta.update(pooling=emb.pooling, max_length=emb.max_length, dtype=emb.dtype, weights=emb.namespace_fields["weights"],
-                    instruction=unit.task.instruction if unit.model.spec.task_instructions else None)
+        meta.update(**_embedder_meta(emb), instruction=unit.task.instruction if unit.model.spec.task_instructions else None)
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
         doc = result_document(res, meta)
@@ -293,24 +303,19 @@ def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
         run = run_doc["run"]
     m3 = models.m3(unit.model)
     emb = m3.embedder
-    before, stats_before = dict(emb.counts), dict(emb.config.stats)
+    before = dict(emb.counts), dict(emb.config.stats)
     adapter, prefixer = _embedding_adapter(unit, task, models)
     t_m3 = time.perf_counter()
     with ItemRecorder(task) as rec:
         res = run_mteb(M3Search(adapter, m3, unit.m3, run), task, unit.task, settings, prediction_folder=rec.folder)
-        work = {
-            "encoded_texts": emb.counts["encoded"] - before["encoded"],
-            "cached_texts": emb.counts["cached"] - before["cached"],
-            "encoded_tokens": emb.config.stats["tokens"] - stats_before["tokens"],
-            "first_stage_encoded_texts": encoded,
-        }
+        work, encode = _work(emb, before)
+        work["first_stage_encoded_texts"] = encoded
         total = time.perf_counter() - t0
-        seconds = _seconds(total, t_data, emb.config.stats["seconds"] - stats_before["seconds"])
+        seconds = _seconds(total, t_data, encode)
         if unit.first_stage is not None:
             seconds["first_stage_top_k"] = round(t_m3 - t0 - t_data, 3)
         meta = _meta(unit, settings, work, seconds)
-        meta.update(pooling=emb.pooling, max_length=emb.max_length, dtype=emb.dtype, weights=emb.namespace_fields["weights"],
-                    m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
+        meta.update(**_embedder_meta(emb), m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
         doc = result_document(res, meta)

@@ -53,9 +53,17 @@ def items_path(result_path: Path) -> Path:
 PREFIX = "evalkit-predictions-"
 
 
+_swept: set[str] = set()  # temporary folders this process has swept
+
+
 def _sweep_predictions() -> None:
-    """Remove the prediction folders of processes that are gone (a run killed mid-unit)."""
-    for d in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+    """Remove the prediction folders of processes that are gone (a run killed mid-unit): once per
+    process and temporary folder, not for every unit."""
+    root = tempfile.gettempdir()
+    if root in _swept:
+        return
+    _swept.add(root)
+    for d in Path(root).glob(f"{PREFIX}*-*"):
         pid = d.name[len(PREFIX):].split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue

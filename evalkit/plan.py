@@ -293,19 +293,20 @@ def make_plan(
         emb = main
         rr = resolve_model(reranker, reranker_kind, "rerank") if reranker is not None else None
 
+    m3_extra = [m for m in modes if m.name != "dense"]  # the modes that are units of their own
     if modes:
-        from evalkit.models.m3 import has_m3_heads
+        from evalkit.models.m3 import is_multi_function
 
-        if not (emb.spec.extra.get("multi_function") or has_m3_heads(emb.path)):
+        if not is_multi_function(emb.spec, emb.path):
             raise EvalkitError(
                 f"--m3-mode needs a multi-function model (bge-m3, or a folder with colbert_linear.pt and sparse_linear.pt "
                 f"beside its weights): {emb.name} has no M3 heads"
             )
-        extra = [m for m in modes if m.name != "dense"]
         other = [t.name for t in task_specs if t.type not in M3_TYPES]
-        if extra and other:
-            notes.append(f"M3's {', '.join(m.label for m in extra)} mode{'s' if len(extra) > 1 else ''} score{'' if len(extra) > 1 else 's'} retrieval and reranking tasks: {', '.join(other)} get{'s' if len(other) == 1 else ''} the dense vectors alone")
-        if extra and rr is not None:
+        if m3_extra and other:
+            n = len(m3_extra)
+            notes.append(f"M3's {', '.join(m.label for m in m3_extra)} mode{'s' if n > 1 else ''} score{'' if n > 1 else 's'} retrieval and reranking tasks: {', '.join(other)} get{'s' if len(other) == 1 else ''} the dense vectors alone")
+        if m3_extra and rr is not None:
             notes.append(f"{rr.name} reranks the dense first stage: the M3 modes' results are not reranked again")
 
     settings_list = list(fewshot or [Setting(0, seed=settings.seed)])
@@ -324,7 +325,7 @@ def make_plan(
         for ts in task_specs:
             if rr is not None and emb is not main and ts.type not in TWO_STAGE_TYPES:
                 continue  # --model RERANKER --first-stage E: E runs only where it feeds the reranker
-            extra = [m for m in modes if m.name != "dense"] if ts.type in M3_TYPES else []
+            extra = m3_extra if ts.type in M3_TYPES else []
             two_stage = ts.type in TWO_STAGE_TYPES
             # the dense unit: asked for, the first stage of a rescoring mode or of a reranker, or all this task gets
             dense = None

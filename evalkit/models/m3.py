@@ -180,11 +180,14 @@ def has_m3_heads(folder: str | Path) -> bool:
     return all((Path(folder) / f).is_file() for f in HEAD_FILES)
 
 
-def is_multi_function(spec) -> bool:
-    """Whether a catalog spec is an M3 model (the catalog says so, or a local folder has both heads)."""
+def is_multi_function(spec, path: str | Path | None = None) -> bool:
+    """Whether a catalog spec is an M3 model: the catalog says so, or its folder (`path`, the model
+    as located; else a local spec's own folder) has both heads."""
     if spec.extra.get("multi_function"):
         return True
-    return bool(spec.local_path) and not str(spec.local_path).startswith("pypi:") and has_m3_heads(spec.local_path)
+    if path is None and spec.local_path and not str(spec.local_path).startswith("pypi:"):
+        path = spec.local_path
+    return path is not None and has_m3_heads(path)
 
 
 def head_files(folder: Path, repo_id: str | None = None, revision: str | None = None) -> tuple[str, str]:
@@ -394,12 +397,12 @@ class BGEM3FlagModel:
         self.memo: M3Memo | None = None  # set by from_spec: the run plan's modes share their passes
 
     @classmethod
-    def from_spec(cls, spec, embedder, path=None) -> "BGEM3FlagModel":
+    def from_spec(cls, spec, embedder) -> "BGEM3FlagModel":
         """For the run plan: a catalog spec (bge-m3, or a local M3 folder) around the Embedder that the
         run's model pool already holds for it (evaluate.Models), so the network loads once, the dense
         vectors share its cache, and queries and passages both get its max length."""
         self = cls(
-            str(path or spec.locate()), normalize_embeddings=embedder.normalize, use_fp16=False, devices=embedder.devices,
+            str(embedder.path), normalize_embeddings=embedder.normalize, use_fp16=False, devices=embedder.devices,
             pooling_method=embedder.pooling, batch_size=embedder.config.batch_size, query_max_length=embedder.max_length,
             passage_max_length=embedder.max_length, revision=embedder.revision, embedder=embedder,
         )
