@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,62 @@ def test_duplicates_are_encoded_once(tiny_bert):
     out = m.encode(["a", "b", "a", "a"])
     np.testing.assert_array_equal(out[0], out[2])
     assert m.embedder.core.config.stats["texts"] == 2
+
+
+def _tied_decoder(folder, tiny_decoder):
+    """tiny_decoder's network with its lm_head tied to the input embeddings (as Gemma and Qwen2 rerankers are)."""
+    import shutil
+
+    from transformers import AutoConfig, MistralForCausalLM
+
+    shutil.copytree(tiny_decoder, folder)
+    cfg = AutoConfig.from_pretrained(folder)
+    cfg.tie_word_embeddings = True
+    torch.manual_seed(4)
+    model = MistralForCausalLM(cfg).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["embedder", "cross-encoder", "decoder", "tied-lm-head", "m3"])
+def test_bf16_keeps_linear_weights_in_bf16_with_autocasts_bits(case, request, tmp_path):
+    """--dtype bf16 stores the linear layers' weights in bf16 (half the memory) and gives, bit for bit,
+    what autocast over the fp32 weights gives; parameters a Linear shares with an embedding stay fp32."""
+    from evalkit.models.encoder import LogitHead, TokenLogitHead
+    from evalkit.models.m3 import M3Head, head_files
+
+    texts = QUERIES + DOCS + ["the cell " * 40]
+    kind, head = "embedder", EmbedHead("cls")
+    if case == "embedder":
+        path = request.getfixturevalue("tiny_bert")
+    elif case == "cross-encoder":
+        path, kind, head = request.getfixturevalue("tiny_cross_encoder"), "reranker", LogitHead()
+        texts = [(q, d) for q in QUERIES for d in DOCS[:3]]
+    elif case == "decoder":
+        path, head = request.getfixturevalue("tiny_decoder"), EmbedHead("last_token")
+    elif case == "tied-lm-head":
+        path, kind, head = _tied_decoder(tmp_path / "tied", request.getfixturevalue("tiny_decoder")), "llm-reranker", TokenLogitHead(5)
+    else:
+        path = Path(__file__).resolve().parent / "data" / "m3" / "model"  # the tiny M3 of test_m3.py
+        head = M3Head(*head_files(path), width=64, dense=True, sparse=True, colbert=True)
+    ref_core = Core(CoreConfig(str(path), kind=kind, dtype="fp32"), "cpu")
+    feats = ref_core.tokenize(texts, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast over the fp32 weights, as before
+        ref = ref_core.run(feats, head, batch_size=4)
+    core = Core(CoreConfig(str(path), kind=kind, dtype="bf16"), "cpu")
+    got = core.run(feats, head, batch_size=4)
+    np.testing.assert_array_equal(got, ref)
+    assert not np.array_equal(got, ref_core.run(feats, head, batch_size=4))  # and it is bf16, not fp32
+
+    linears = [m for m in core.model.modules() if isinstance(m, torch.nn.Linear)]
+    embeddings = [m for m in core.model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert linears and embeddings and all(e.weight.dtype == torch.float32 for e in embeddings)
+    tied = case == "tied-lm-head"
+    assert all(m.weight.dtype == (torch.float32 if tied and m is core.model.lm_head else torch.bfloat16) for m in linears)
+    if tied:
+        assert core.model.lm_head.weight is core.model.model.embed_tokens.weight
+    held = sum(p.numel() * p.element_size() for p in core.model.parameters())
+    fp32 = sum(p.numel() * p.element_size() for p in ref_core.model.parameters())
+    linear_bytes = sum(p.numel() * 2 for m in linears if m.weight.dtype == torch.bfloat16 for p in m.parameters())
+    assert held == fp32 - linear_bytes
