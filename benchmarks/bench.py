@@ -5,7 +5,7 @@ encoding, scoring), the modes one after the other:
   mteb       plain mteb 2.26: sentence-transformers wrapper, fp32, batch 32 (the MANIFEST's method:
              mteb's own task with the local mirror handed to it)
   fp32       evalkit run, cold embedding cache, fp32
-  bf16       evalkit run, cold embedding cache, bf16 autocast (CPU with AMX / GPU)
+  bf16       evalkit run, cold embedding cache, --dtype bf16 (autocast, linear weights in bf16)
   warm       evalkit run --overwrite, fp32, with the cache the fp32 run filled
   floor      the least a warm run has to do, with the same cache: start Python, import mteb, read each
              task's data and let mteb.evaluate score the cached vectors (a bare encoder that looks its

@@ -49,6 +49,13 @@ def is_corrupt(e: BaseException) -> bool:
     return "malformed" in msg or "not a database" in msg
 
 
+def _whole_numbers(blob) -> bytes:
+    """A stored output of any size is still made of 4-byte numbers, or the file is corrupted."""
+    if not isinstance(blob, bytes) or len(blob) % 4:
+        raise CacheCorrupt(f"a stored output is not made of 4-byte numbers ({type(blob).__name__}, {len(blob) if isinstance(blob, bytes) else '?'} bytes)")
+    return blob
+
+
 def default_root() -> Path:
     return Path(os.environ.get("EVALKIT_CACHE") or Path.home() / ".cache" / "evalkit").expanduser()
 
@@ -206,21 +213,29 @@ class EmbeddingCache:
 
     def get_many(self, ns: str, texts: Sequence[str]) -> dict[int, np.ndarray]:
         """Index in `texts` -> cached vector, for those present."""
+        return self._get(ns, texts, lambda blob: np.frombuffer(self._checked(ns, blob), dtype=np.float32))
+
+    def get_blobs(self, ns: str, texts: Sequence[str]) -> dict[int, bytes]:
+        """Index in `texts` -> the stored bytes, for a namespace of outputs of any size (made of
+        4-byte numbers: M3's lexical weights), for those present."""
+        return self._get(ns, texts, _whole_numbers)
+
+    def _get(self, ns: str, texts: Sequence[str], decode) -> dict:
         keys = [text_key(t) for t in texts]
         where = {}
         for i, k in enumerate(keys):
             where.setdefault(k, []).append(i)
         uniq = list(where)
 
-        def read(db: sqlite3.Connection) -> dict[int, np.ndarray]:
-            found: dict[int, np.ndarray] = {}
+        def read(db: sqlite3.Connection) -> dict:
+            found: dict = {}
             for s in range(0, len(uniq), CHUNK):
                 part = uniq[s : s + CHUNK]
                 q = f"SELECT key, vec FROM vectors WHERE ns = ? AND key IN ({','.join('?' * len(part))})"
                 for key, blob in db.execute(q, [ns, *part]):
-                    vec = np.frombuffer(self._checked(ns, blob), dtype=np.float32)
+                    value = decode(blob)
                     for i in where[key]:
-                        found[i] = vec
+                        found[i] = value
             return found
 
         return self._guarded("reading it", read, default={})
@@ -238,7 +253,12 @@ class EmbeddingCache:
         rows = [(ns, text_key(t), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for t, v in zip(texts, vectors)]
         if rows:
             self._width.setdefault(ns, len(rows[0][2]))
+        self._put(rows)
 
+    def put_blobs(self, ns: str, texts: Sequence[str], blobs: Sequence[bytes]) -> None:
+        self._put([(ns, text_key(t), bytes(b)) for t, b in zip(texts, blobs)])
+
+    def _put(self, rows: list) -> None:
         def write(db: sqlite3.Connection) -> None:
             for s in range(0, len(rows), 5000):
                 db.execute("BEGIN IMMEDIATE")

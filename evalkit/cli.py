@@ -222,8 +222,9 @@ def cmd_cache(args) -> int:
         rows = cache.stats()
         print(f"cache: {cache.path}")
         for r in rows:
-            print(f"{r['namespace']}  {r.get('model', '?')}@{str(r.get('revision', '?'))[:12]} {r.get('pooling')} {r.get('dtype')} max_length={r.get('max_length')}: {r['vectors']} vectors, {r['bytes'] / 1e6:.1f} MB")
-        print(f"total: {sum(r['vectors'] for r in rows)} vectors")
+            what = "M3 lexical weights" if r.get("output") == "m3-lexical-weights" else "vectors"
+            print(f"{r['namespace']}  {r.get('model', '?')}@{str(r.get('revision', '?'))[:12]} {r.get('pooling')} {r.get('dtype')} max_length={r.get('max_length')}: {r['vectors']} {what}, {r['bytes'] / 1e6:.1f} MB")
+        print(f"total: {sum(r['vectors'] for r in rows)} entries")
     else:
         n = cache.clear()
         print(f"cleared {n} vectors from {cache.path}")

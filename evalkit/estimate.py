@@ -7,9 +7,11 @@ text joined as mteb joins them), both sentences of STS and pair tasks, clusterin
 classification the evaluated split plus the training split (mteb draws its training samples from
 it, so that count is an upper bound). Few-shot inputs carry examples that are chosen while the unit
 runs: they are counted as not cached, with their tokens times (k + 1). A multi-function
-embedder's sparse, colbert or hybrid unit counts its inputs as a dense unit does, none cached (its
-outputs are not; a rescoring mode encodes only the candidates, so that is an upper bound). A
-reranker unit scores queries x top-k pairs. The rate is measured by encoding (or scoring) a small sample of the run's
+embedder's modes share one network pass per text in a run (the M3 memo): the sparse unit counts as
+cached the texts whose lexical weights the cache holds; the first rescoring unit (colbert, hybrid)
+counts the texts the sparse unit does not encode in this run, all of them as if its candidates were
+the whole corpus (an upper bound: it encodes the queries and their candidates only); later
+rescoring units encode nothing. A reranker unit scores queries x top-k pairs. The rate is measured by encoding (or scoring) a small sample of the run's
 own uncached inputs with the model, so the estimate includes loading the model but no real work.
 """
 from __future__ import annotations
@@ -84,6 +86,7 @@ def estimate(plan: Plan) -> Estimate:
     est = Estimate()
     samples: dict[str, list] = {}
     tasks: dict[str, object] = {}
+    m3_passes: dict[tuple, dict] = {}  # (task, few-shot setting) -> what its M3 units encode in this run
     try:
         for u in plan.units:
             e = UnitEstimate(u)
@@ -100,7 +103,10 @@ def estimate(plan: Plan) -> Estimate:
                 inputs = _inputs(u, task, adapter)
                 distinct = list(dict.fromkeys(inputs))
                 k = u.fewshot.k if u.fewshot is not None else 0
-                cached = emb.cache.get_many(emb.namespace, distinct) if emb.cache is not None and k == 0 and u.role == "embed" else {}
+                if u.role == "m3":
+                    cached = _m3_done(models.m3(u.model), u, distinct, m3_passes.setdefault((u.task.name, u.fewshot), {}))
+                else:
+                    cached = emb.cache.get_many(emb.namespace, distinct) if emb.cache is not None and k == 0 else {}
                 todo = [t for i, t in enumerate(distinct) if i not in cached]
                 e.texts, e.distinct, e.cached = len(inputs), len(distinct), len(cached)
                 e.tokens = _tokens(emb, todo) * (k + 1)
@@ -128,6 +134,23 @@ def estimate(plan: Plan) -> Estimate:
     finally:
         models.close()
     return est
+
+
+def _m3_done(m3, unit: Unit, distinct: list[str], passes: dict) -> dict[int, bool]:
+    """The inputs of an M3 unit that cost no network pass: lexical weights in the cache (the sparse
+    unit), or texts an earlier M3 unit of the same task and setting encodes in this run (the memo)."""
+    done: dict[int, bool] = {}
+    if unit.m3.rescores and passes.get("rescored"):
+        return dict.fromkeys(range(len(distinct)), True)  # the first rescoring unit's pass covers the candidates
+    if unit.m3.name == "sparse" and (unit.fewshot is None or unit.fewshot.k == 0):
+        ns = m3._lexical_namespace(m3.passage_max_length)
+        if ns is not None:
+            done = dict.fromkeys(m3.embedder.cache.get_blobs(ns[0], distinct), True)
+    seen = passes.setdefault("encoded", set())
+    done.update((i, True) for i, t in enumerate(distinct) if t in seen)
+    seen.update(t for i, t in enumerate(distinct) if i not in done)
+    passes["rescored"] = passes.get("rescored") or unit.m3.rescores
+    return done
 
 
 def _no_cache(settings):

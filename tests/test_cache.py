@@ -65,12 +65,12 @@ def test_cache_cli_stats_and_clear(tiny_bert, tmp_path, capsys):
     assert main(["run", "--model", str(tiny_bert), "--tasks", str(task), "--output", str(tmp_path / "r"), "--cache-dir", c]) == 0
     capsys.readouterr()
     assert main(["cache", "stats", "--cache-dir", c]) == 0
-    assert "total: 20 vectors" in capsys.readouterr().out
+    assert "total: 20 entries" in capsys.readouterr().out
     assert main(["cache", "clear", "--cache-dir", c]) == 0
     assert "cleared 20 vectors" in capsys.readouterr().out
     assert main(["run", "--model", str(tiny_bert), "--tasks", str(task), "--output", str(tmp_path / "r2"), "--no-cache", "--cache-dir", c]) == 0
     assert main(["cache", "stats", "--cache-dir", c]) == 0
-    assert "total: 0 vectors" in capsys.readouterr().out
+    assert "total: 0 entries" in capsys.readouterr().out
 
 
 def test_a_task_instruction_is_part_of_the_key(tiny_bert, tmp_path):

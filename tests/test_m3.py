@@ -170,6 +170,43 @@ def test_dense_vectors_of_a_full_pass_fill_the_cache(tmp_path, ref):
     m.close()
 
 
+def test_lexical_weights_persist_in_the_cache(tmp_path, ref):
+    """A pass that computes lexical weights stores them (token ids and weights, in order); a later
+    request for lexical weights alone, from another model object on the same cache (another run),
+    takes them from there, identical, and encodes nothing. Another max length or another sparse head
+    is another namespace."""
+    import torch
+
+    from evalkit.cache import EmbeddingCache
+    from evalkit.models.m3 import _pack_lexical, _unpack_lexical
+
+    texts = ref["sentences"]
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = BGEM3FlagModel(str(MODEL), use_fp16=False, devices="cpu", passage_max_length=64, cache=cache)
+    full = first.encode(texts, return_dense=False, return_sparse=True, return_colbert_vecs=True)["lexical_weights"]
+    first.close()
+    again = BGEM3FlagModel(str(MODEL), use_fp16=False, devices="cpu", passage_max_length=64, cache=cache)
+    lex = again.encode(texts + texts[:2], return_dense=False, return_sparse=True)["lexical_weights"]
+    assert again.embedder.counts["encoded"] == 0 and again.embedder.counts["cached"] == len(set(texts))
+    assert [list(d.items()) for d in lex] == [list(d.items()) for d in full + full[:2]]  # same ids, order and float32 values
+    assert _unpack_lexical(_pack_lexical({})) == {}
+    again.encode(texts, max_length=32, return_dense=False, return_sparse=True)
+    assert again.embedder.counts["encoded"] == len(set(texts))
+    again.close()
+    folder = tmp_path / "model"  # the same folder with another sparse head: encoded again
+    shutil.copytree(MODEL, folder)
+    n = len(set(texts))
+    for changed, encoded in ((False, n), (False, 0), (True, n)):
+        if changed:
+            state = torch.load(folder / "sparse_linear.pt", weights_only=True)
+            torch.save({k: v * 2 for k, v in state.items()}, folder / "sparse_linear.pt")
+        m = BGEM3FlagModel(str(folder), use_fp16=False, devices="cpu", passage_max_length=64, cache=cache)
+        got = m.encode(texts, return_dense=False, return_sparse=True)["lexical_weights"]
+        assert m.embedder.counts["encoded"] == encoded, changed
+        m.close()
+    assert lexical_diff(got, full) > TOL
+
+
 def test_heads_are_needed_only_for_sparse_and_colbert(tmp_path, ref):
     folder = tmp_path / "no-heads"
     shutil.copytree(MODEL, folder)
@@ -380,6 +417,40 @@ def test_modes_with_few_shot_locally_and_on_ray(tmp_path, ray_local, capsys):
     assert result_files(tmp_path / "ray") == local
     doc = json.loads(next((tmp_path / "local").rglob("fewshot-2-random-s42-m3-sparse/OwnRet.json")).read_text())["evalkit"]
     assert doc["fewshot"]["k"] == 2 and doc["m3"]["mode"] == "sparse"
+
+
+def test_a_rerun_takes_the_lexical_weights_from_the_cache(tmp_path, capsys):
+    """A second run of every mode (--overwrite, the same cache) encodes nothing for the sparse unit:
+    its lexical weights persist. ColBERT vectors do not, so the colbert unit's pass encodes the
+    queries and their candidates (and the hybrid takes them from it). The files are identical."""
+    from evalkit.cli import main
+    from tests.test_plan import result_files, retrieval_folder
+
+    task = retrieval_folder(tmp_path)
+    args = ["run", "--model", str(MODEL), "--tasks", str(task), "--m3-mode", "all", "--top-k", "5", "--cache-dir", str(tmp_path / "cache"),
+            "--output", str(tmp_path / "a")]
+
+    def dry_run() -> dict:  # unit -> (cached, tokens to encode), as --dry-run estimates them
+        capsys.readouterr()
+        assert main([*args, "--dry-run", "--overwrite"]) == 0
+        rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("model ")]
+        return {r[1] if r[1].startswith("[") else "dense": (int(r[-4]), int(r[-3].replace(",", ""))) for r in rows}
+
+    before = dry_run()  # one M3 pass (the sparse unit's) serves the later modes
+    assert before["[m3-sparse]"][0] == 0 and before["[m3-sparse]"][1] > 0
+    assert before["[m3-colbert-top5]"] == before["[m3-hybrid-0.4-0.2-0.4-top5]"] == (48, 0)
+    assert main(args) == 0
+    after = dry_run()  # lexical weights cached; ColBERT counted as if every document were a candidate (an upper bound)
+    assert after["dense"] == after["[m3-sparse]"] == (48, 0) and after["[m3-hybrid-0.4-0.2-0.4-top5]"] == (48, 0)
+    assert after["[m3-colbert-top5]"] == (0, before["[m3-sparse]"][1])
+    assert main([*args, "--overwrite"]) == 0
+    capsys.readouterr()
+    work = {p.parent.name: json.loads(p.read_text())["evalkit"]["work"] for p in (tmp_path / "a").rglob("experiments/*/OwnRet.json")}
+    assert work["m3-sparse"]["encoded_texts"] == 0 and work["m3-sparse"]["cached_texts"] == 12 + 36
+    assert 12 < work["m3-colbert-top5"]["encoded_texts"] < 12 + 36  # the queries and their candidates, not the corpus
+    assert work["m3-hybrid-0.4-0.2-0.4-top5"]["encoded_texts"] == 0
+    assert main([*args, "--output", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "fresh")]) == 0  # the last option wins
+    assert result_files(tmp_path / "a") == result_files(tmp_path / "b")
 
 
 def test_modes_on_a_reranking_task_score_its_own_candidates(tmp_path, capsys):

@@ -11,9 +11,11 @@ hidden)) and ``sparse_linear.pt`` (Linear(hidden, 1), then ReLU) beside the weig
 ships them (fetched from the hub beside a hub snapshot that lacks them). The dense vectors alone go
 through an ordinary `Embedder` (CLS, normalised) with the embedding cache, so dense evaluation is
 exactly what it is for any other embedder; a pass that also computes the sparse or ColBERT outputs
-puts its dense vectors into that same cache. Sparse weights and ColBERT vectors are not in the
-persistent cache; in a run (`from_spec`), an `M3Memo` keeps every output of a pass for the modes
-that come after it, so each text goes through the network once for all of them.
+puts its dense vectors into that same cache. Lexical weights go into that cache too, in a namespace
+of their own (the Embedder's fields, the max length and the sparse head's fingerprint), so a later
+run's sparse mode encodes nothing; ColBERT vectors (4 KiB a token on bge-m3) are not persisted. In a
+run (`from_spec`), an `M3Memo` keeps every output of a pass for the modes that come after it, so
+each text goes through the network once for all of them.
 
 For retrieval over a whole corpus (the run plan's BGE-M3 modes) use the array helpers below rather
 than the pairwise FlagEmbedding calls: `lexical_matrix` (lexical weights -> a CSR matrix, so sparse
@@ -328,7 +330,7 @@ class BGEM3FlagModel:
     ColBERT vectors: one per token after CLS (the eos token included), normalised.
 
     evalkit's additions: `dtype` (fp32 | fp16 | bf16; default FlagEmbedding's rule: fp16 only off
-    the CPU), `cache` (an EmbeddingCache for the dense vectors), `embedder` (an Embedder already set
+    the CPU), `cache` (an EmbeddingCache for the dense vectors and lexical weights), `embedder` (an Embedder already set
     up for this folder, whose network and cache are then shared), `from_spec` for the run plan.
     """
 
@@ -394,6 +396,7 @@ class BGEM3FlagModel:
         self._heads: tuple[str, str] | None = None
         self._colbert_dim: int | None = None
         self._unused: set[int] | None = None
+        self._lex_ns: dict[int, tuple[str, dict]] = {}
         self.memo: M3Memo | None = None  # set by from_spec: the run plan's modes share their passes
 
     @classmethod
@@ -493,7 +496,8 @@ class BGEM3FlagModel:
         """The outputs asked for, for `texts` as they are (no instruction): ``dense_vecs`` float32
         [n, hidden] (None when not asked for), ``lexical_weights`` a list of dicts, ``colbert_vecs`` a
         list of float32 [tokens - 1, dim]. Each distinct text is encoded once; dense alone goes
-        through the Embedder and its cache, any other request is one pass of the network."""
+        through the Embedder and its cache, lexical weights alone come from the cache where it holds
+        them, and any other request is one pass of the network (which stores its lexical weights)."""
         ml = self._cap(int(max_length or self.passage_max_length))
         bs = int(batch_size or self.batch_size)
         if not (sparse or colbert):
@@ -507,16 +511,45 @@ class BGEM3FlagModel:
         uniq: dict[str, int] = {}
         inverse = [uniq.setdefault(t, len(uniq)) for t in texts]
         distinct = list(uniq)
-        if self.memo is not None:
-            dense_u, lex_u, col_u = self._memo_run(distinct, ml, bs, colbert)
-        else:
-            dense_u, lex_u, col_u = self._tracked_run(distinct, ml, bs, dense, sparse, colbert)
         self.embedder.counts["duplicates"] += len(texts) - len(distinct)
+        cached: dict[int, dict] = {}
+        lex_ns = self._lexical_namespace(ml) if not (dense or colbert) else None  # the sparse unit: lexical weights alone
+        if lex_ns is not None:
+            cached = {i: _unpack_lexical(b) for i, b in self.embedder.cache.get_blobs(lex_ns[0], distinct).items()}
+            self.embedder.counts["cached"] += len(cached)
+        todo = [t for i, t in enumerate(distinct) if i not in cached]
+        dense_u, lex_u, col_u = self._encode_distinct(todo, ml, bs, dense, sparse, colbert) if todo else (None, [], None)
+        if cached:
+            new = iter(lex_u)
+            lex_u = [cached[i] if i in cached else next(new) for i in range(len(distinct))]
         return {
             "dense_vecs": dense_u[np.asarray(inverse, dtype=np.int64)] if dense else None,
             "lexical_weights": [lex_u[i] for i in inverse] if sparse else None,
             "colbert_vecs": [col_u[i] for i in inverse] if colbert else None,
         }
+
+    def _encode_distinct(self, texts: list[str], ml: int, bs: int, dense: bool, sparse: bool, colbert: bool):
+        if self.memo is not None:
+            return self._memo_run(texts, ml, bs, colbert)
+        return self._tracked_run(texts, ml, bs, dense, sparse, colbert)
+
+    def _lexical_namespace(self, ml: int) -> tuple[str, dict] | None:
+        """The embedding cache's namespace for this network's lexical weights at max length `ml`: the
+        Embedder's fields (model, weights, dtype, ...) and the sparse head's own fingerprint. None
+        without a cache. Lexical weights are small (8 bytes a kept token) and persist across runs;
+        ColBERT vectors (4 KiB a token on bge-m3) do not."""
+        emb = self.embedder
+        if emb.cache is None:
+            return None
+        if ml not in self._lex_ns:
+            import hashlib
+
+            from evalkit.cache import namespace_key
+
+            head = hashlib.sha256(Path(self.head_paths()[1]).read_bytes()).hexdigest()[:16]
+            fields = {**emb.namespace_fields, "max_length": ml, "output": "m3-lexical-weights", "sparse_head": head}
+            self._lex_ns[ml] = (namespace_key(fields), fields)
+        return self._lex_ns[ml]
 
     def _tracked_run(self, texts: list[str], ml: int, bs: int, dense: bool, sparse: bool, colbert: bool, **kw):
         progress = self.embedder.progress
@@ -576,6 +609,9 @@ class BGEM3FlagModel:
         use_cache = cache_dense and dense and emb.cache is not None and ml == emb.max_length
         if use_cache:
             emb.cache.register(emb.namespace, emb.namespace_fields)
+        lex_ns = self._lexical_namespace(ml) if sparse else None
+        if lex_ns is not None:
+            emb.cache.register(*lex_ns)
         start = 0
         while start < n:
             width = len(feats[order[start]]["input_ids"])
@@ -607,6 +643,8 @@ class BGEM3FlagModel:
                     part.append(out[r, c0 : c0 + (k - 1) * cdim].reshape(k - 1, cdim).copy())
                     if keep_colbert:
                         cols[i] = part[-1]
+            if lex_ns is not None:  # committed slice by slice: a killed run keeps every finished one
+                emb.cache.put_blobs(lex_ns[0], [texts[i] for i in idx], [_pack_lexical(lex[i]) for i in idx])
             if on_slice is not None:
                 on_slice(idx, dense_out[np.asarray(idx, dtype=np.int64)] if dense else None, [lex[i] for i in idx], part)
             emb.counts["encoded"] += len(idx)
@@ -719,6 +757,18 @@ class BGEM3FlagModel:
         }
         out = {k: np.asarray(scores[k], dtype=np.float32).tolist() for k in SCORE_KEYS}
         return {k: v[0] for k, v in out.items()} if single else out
+
+
+def _pack_lexical(weights: dict) -> bytes:
+    """Lexical weights as the cache keeps them: the token ids (int32), then their weights (float32), in order."""
+    return np.fromiter(map(int, weights), dtype=np.int32, count=len(weights)).tobytes() + np.fromiter(
+        weights.values(), dtype=np.float32, count=len(weights)).tobytes()
+
+
+def _unpack_lexical(blob: bytes) -> dict:
+    k = len(blob) // 8
+    ids = np.frombuffer(blob, dtype=np.int32, count=k)
+    return dict(zip(map(str, ids.tolist()), np.frombuffer(blob, dtype=np.float32, offset=4 * k)))
 
 
 def _token_weights(weights: np.ndarray, ids: Sequence[int], unused: set[int]) -> dict:
