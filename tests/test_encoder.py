@@ -58,6 +58,16 @@ def test_order_and_batch_size_do_not_change_vectors(tiny_bert):
     assert single.shape == (32,)
 
 
+def test_outputs_fetched_from_the_device_in_groups_keep_their_order(tiny_bert, monkeypatch):
+    """Head outputs wait on the device and come back FETCH_BYTES at a time: any grouping, the same rows."""
+    import evalkit.models.encoder as enc
+
+    texts = QUERIES + DOCS
+    at_end = FlagModel(str(tiny_bert), batch_size=2).encode(texts)
+    monkeypatch.setattr(enc, "FETCH_BYTES", 3 * 2 * 32 * 4)  # every third batch of 2 rows
+    np.testing.assert_array_equal(FlagModel(str(tiny_bert), batch_size=2).encode(texts), at_end)
+
+
 def test_mean_pooling_equals_sentence_transformers_minilm(minilm_path):
     from sentence_transformers import SentenceTransformer
 

@@ -25,6 +25,7 @@ log = logging.getLogger("evalkit")
 
 DTYPES = ("fp32", "fp16", "bf16")
 CPU_BATCH_TOKENS = 2048
+FETCH_BYTES = 64 << 20  # head outputs kept on the device before they are copied back together
 POOLINGS = ("cls", "mean", "last_token")
 
 
@@ -288,18 +289,25 @@ class Core:
         import torch
 
         chunks: list[np.ndarray] = []
+        # head outputs stay on the device until FETCH_BYTES of them are there (or the end): fetching
+        # each batch's would make this thread wait for the device before it pads and launches the next
+        pending: list = []
         start = 0
         ac_dtype = None if self.dtype in ("fp32", "fp16") else torch_dtype(self.dtype)
         device_type = self.device.split(":")[0]
+        pinned = device_type == "cuda"  # copies from pinned memory do not make the host wait either
         while start < len(feats):
             part = feats[start : start + self.rows(feats, start, bs)]
-            batch = {k: v.to(self.device) for k, v in self.pad(part).items()}
+            batch = {k: (v.pin_memory() if pinned else v).to(self.device, non_blocking=pinned) for k, v in self.pad(part).items()}
             try:
                 with torch.inference_mode(), (
                     torch.autocast(device_type, dtype=ac_dtype) if ac_dtype is not None else nullcontext()
                 ):
                     out = head(self.model, batch)
-                chunks.append(out.detach().float().cpu().numpy())
+                pending.append(out.detach().float())
+                if sum(t.numel() for t in pending) * 4 >= FETCH_BYTES:
+                    chunks += [t.cpu().numpy() for t in pending]
+                    pending.clear()
             except Exception as err:
                 if not is_oom(err):
                     raise
@@ -321,6 +329,7 @@ class Core:
             start += len(part)
             if self.on_batch is not None:
                 self.on_batch(len(part), sum(len(f["input_ids"]) for f in part))
+        chunks += [t.cpu().numpy() for t in pending]
         return np.concatenate(chunks, axis=0)
 
     # -- several devices: one worker process per device
