@@ -49,10 +49,10 @@ def is_corrupt(e: BaseException) -> bool:
     return "malformed" in msg or "not a database" in msg
 
 
-def _whole_numbers(blob) -> bytes:
-    """A stored output of any size is still made of 4-byte numbers, or the file is corrupted."""
-    if not isinstance(blob, bytes) or len(blob) % 4:
-        raise CacheCorrupt(f"a stored output is not made of 4-byte numbers ({type(blob).__name__}, {len(blob) if isinstance(blob, bytes) else '?'} bytes)")
+def _whole(blob, unit: int) -> bytes:
+    """A stored output of any size is still made of whole `unit`-byte records, or the file is corrupted."""
+    if not isinstance(blob, bytes) or len(blob) % unit:
+        raise CacheCorrupt(f"a stored output is not made of {unit}-byte records ({type(blob).__name__}, {len(blob) if isinstance(blob, bytes) else '?'} bytes)")
     return blob
 
 
@@ -215,10 +215,10 @@ class EmbeddingCache:
         """Index in `texts` -> cached vector, for those present."""
         return self._get(ns, texts, lambda blob: np.frombuffer(self._checked(ns, blob), dtype=np.float32))
 
-    def get_blobs(self, ns: str, texts: Sequence[str]) -> dict[int, bytes]:
-        """Index in `texts` -> the stored bytes, for a namespace of outputs of any size (made of
-        4-byte numbers: M3's lexical weights), for those present."""
-        return self._get(ns, texts, _whole_numbers)
+    def get_blobs(self, ns: str, texts: Sequence[str], unit: int = 4) -> dict[int, bytes]:
+        """Index in `texts` -> the stored bytes, for a namespace of outputs of any size made of
+        `unit`-byte records (M3's lexical weights: 8, a token id and its weight), for those present."""
+        return self._get(ns, texts, lambda blob: _whole(blob, unit))
 
     def _get(self, ns: str, texts: Sequence[str], decode) -> dict:
         keys = [text_key(t) for t in texts]

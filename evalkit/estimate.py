@@ -11,8 +11,9 @@ embedder's modes share one network pass per text in a run (the M3 memo): the spa
 cached the texts whose lexical weights the cache holds; the first rescoring unit (colbert, hybrid)
 counts the texts the sparse unit does not encode in this run, all of them as if its candidates were
 the whole corpus (an upper bound: it encodes the queries and their candidates only); later
-rescoring units encode nothing. A reranker unit scores queries x top-k pairs. The rate is measured by encoding (or scoring) a small sample of the run's
-own uncached inputs with the model, so the estimate includes loading the model but no real work.
+rescoring units encode nothing. A reranker unit scores queries x top-k pairs. The rate is measured
+by encoding (or scoring) a small sample of the run's own uncached inputs with the model, so the
+estimate includes loading the model but no real work.
 """
 from __future__ import annotations
 
@@ -136,18 +137,18 @@ def estimate(plan: Plan) -> Estimate:
     return est
 
 
-def _m3_done(m3, unit: Unit, distinct: list[str], passes: dict) -> dict[int, bool]:
+def _m3_done(m3, unit: Unit, distinct: list[str], passes: dict) -> set[int]:
     """The inputs of an M3 unit that cost no network pass: lexical weights in the cache (the sparse
     unit), or texts an earlier M3 unit of the same task and setting encodes in this run (the memo)."""
-    done: dict[int, bool] = {}
     if unit.m3.rescores and passes.get("rescored"):
-        return dict.fromkeys(range(len(distinct)), True)  # the first rescoring unit's pass covers the candidates
+        return set(range(len(distinct)))  # the first rescoring unit's pass covers the candidates
+    done: set[int] = set()
     if unit.m3.name == "sparse" and (unit.fewshot is None or unit.fewshot.k == 0):
-        ns = m3._lexical_namespace(m3.passage_max_length)
+        ns = m3.lexical_namespace(m3.passage_max_length)
         if ns is not None:
-            done = dict.fromkeys(m3.embedder.cache.get_blobs(ns[0], distinct), True)
+            done = set(m3.embedder.cache.get_blobs(ns[0], distinct, unit=8))
     seen = passes.setdefault("encoded", set())
-    done.update((i, True) for i, t in enumerate(distinct) if t in seen)
+    done |= {i for i, t in enumerate(distinct) if t in seen}
     seen.update(t for i, t in enumerate(distinct) if i not in done)
     passes["rescored"] = passes.get("rescored") or unit.m3.rescores
     return done

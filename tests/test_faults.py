@@ -193,6 +193,17 @@ def test_a_vector_of_the_wrong_size_counts_as_corruption(tmp_path, caplog):
     assert "not float32" in warning and len(list((tmp_path / "c").glob("embeddings.sqlite3.corrupt-*[0-9]"))) == 1
 
 
+def test_a_stored_output_cut_mid_record_counts_as_corruption(tmp_path, caplog):
+    """Outputs of any size (M3's lexical weights: 8 bytes a token) are whole records, or the file is damaged."""
+    cache = EmbeddingCache(tmp_path / "c")
+    cache.put_blobs("lex", ["a", "b", "empty"], [b"\1" * 16, b"\2" * 8, b""])
+    assert EmbeddingCache(tmp_path / "c").get_blobs("lex", ["a", "b", "empty", "c"], unit=8) == {0: b"\1" * 16, 1: b"\2" * 8, 2: b""}
+    cache.db.execute("UPDATE vectors SET vec = ? WHERE key = ?", (b"\0" * 12, cache_mod.text_key("b")))
+    assert EmbeddingCache(tmp_path / "c").get_blobs("lex", ["a", "b"], unit=8) == {}
+    (warning,) = cache_warnings(caplog)
+    assert "8-byte records" in warning and len(list((tmp_path / "c").glob("embeddings.sqlite3.corrupt-*[0-9]"))) == 1
+
+
 class _FullDisk(sqlite3.Connection):
     """A connection whose disk fills up at the first vector written."""
 

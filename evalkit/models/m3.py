@@ -513,9 +513,9 @@ class BGEM3FlagModel:
         distinct = list(uniq)
         self.embedder.counts["duplicates"] += len(texts) - len(distinct)
         cached: dict[int, dict] = {}
-        lex_ns = self._lexical_namespace(ml) if not (dense or colbert) else None  # the sparse unit: lexical weights alone
+        lex_ns = self.lexical_namespace(ml) if not (dense or colbert) else None  # the sparse unit: lexical weights alone
         if lex_ns is not None:
-            cached = {i: _unpack_lexical(b) for i, b in self.embedder.cache.get_blobs(lex_ns[0], distinct).items()}
+            cached = {i: _unpack_lexical(b) for i, b in self.embedder.cache.get_blobs(lex_ns[0], distinct, unit=8).items()}
             self.embedder.counts["cached"] += len(cached)
         todo = [t for i, t in enumerate(distinct) if i not in cached]
         dense_u, lex_u, col_u = self._encode_distinct(todo, ml, bs, dense, sparse, colbert) if todo else (None, [], None)
@@ -533,7 +533,7 @@ class BGEM3FlagModel:
             return self._memo_run(texts, ml, bs, colbert)
         return self._tracked_run(texts, ml, bs, dense, sparse, colbert)
 
-    def _lexical_namespace(self, ml: int) -> tuple[str, dict] | None:
+    def lexical_namespace(self, ml: int) -> tuple[str, dict] | None:
         """The embedding cache's namespace for this network's lexical weights at max length `ml`: the
         Embedder's fields (model, weights, dtype, ...) and the sparse head's own fingerprint. None
         without a cache. Lexical weights are small (8 bytes a kept token) and persist across runs;
@@ -609,7 +609,7 @@ class BGEM3FlagModel:
         use_cache = cache_dense and dense and emb.cache is not None and ml == emb.max_length
         if use_cache:
             emb.cache.register(emb.namespace, emb.namespace_fields)
-        lex_ns = self._lexical_namespace(ml) if sparse else None
+        lex_ns = self.lexical_namespace(ml) if sparse else None
         if lex_ns is not None:
             emb.cache.register(*lex_ns)
         start = 0
