@@ -292,14 +292,19 @@ def _search_inputs(tmp_path):
     return models, m3, EmbeddingAdapter(model.spec, m3.embedder), data, ctx
 
 
-def test_search_modes_equal_the_pairwise_scores(tmp_path):
+@pytest.mark.parametrize("blocks", [None, (2, 7)])
+def test_search_modes_equal_the_pairwise_scores(tmp_path, blocks, monkeypatch):
     """M3Search (what mteb's retrieval evaluator calls for a mode) gives FlagEmbedding's pairwise
     scores: sparse over the whole corpus (its best documents among those sharing a token), ColBERT
-    and the hybrid over given candidates."""
+    and the hybrid over given candidates; in blocks of 2 queries / 7 candidates too."""
     from mteb.types import PromptType
 
+    import evalkit.models.m3_search as m3_search
     from evalkit.models.m3_search import M3Mode, M3Search
 
+    if blocks:
+        monkeypatch.setattr(m3_search, "QUERY_BLOCK", blocks[0])
+        monkeypatch.setattr(m3_search, "RESCORE_CANDIDATES", blocks[1])
     models, m3, adapter, data, ctx = _search_inputs(tmp_path)
     probe = M3Search(adapter, m3, M3Mode("sparse"))
     q_ids, d_ids = list(data["queries"]["id"]), list(data["corpus"]["id"])
@@ -328,6 +333,10 @@ def test_search_modes_equal_the_pairwise_scores(tmp_path):
         got = run(mode, top_k=len(d_ids), top_ranked=everything)
         for i, qid in enumerate(q_ids):
             assert np.abs(np.array([got[qid][doc] for doc in d_ids]) - want[i]).max() <= TOL, mode
+    some = {qid: d_ids[(3 * i) % 30 : (3 * i) % 30 + 5] for i, qid in enumerate(q_ids)}  # overlapping candidate sets
+    got = run(M3Mode("colbert"), top_k=5, top_ranked=some)
+    for i, qid in enumerate(q_ids):
+        assert list(got[qid]) == some[qid] and all(abs(got[qid][doc] - col[i][d_ids.index(doc)]) <= TOL for doc in some[qid])
     models.close()
 
 

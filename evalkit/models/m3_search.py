@@ -31,8 +31,9 @@ log = logging.getLogger("evalkit")
 M3_MODES = ("dense", "sparse", "colbert", "hybrid")
 M3_TYPES = ("Retrieval", "Reranking")  # where the modes other than dense are scored
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: BGE-M3's model card
-DOC_CHUNK = 4096  # documents encoded (and, for sparse, scored) per step
+DOC_CHUNK = 4096  # documents encoded and scored per step of the sparse search
 QUERY_BLOCK = 256  # queries per sparse score block: QUERY_BLOCK x DOC_CHUNK float32
+RESCORE_CANDIDATES = 1024  # candidates whose outputs a rescoring block holds (bge-m3 ColBERT: ~1 MiB each at 250 tokens)
 
 
 def _num(x: float) -> str:
@@ -179,63 +180,61 @@ class M3Search:
 
     # -- every mode over given candidates
     def _rescore(self, q_ids, q_texts, d_ids, d_texts, top_ranked: dict, dense_scores: dict | None, bs: int) -> dict:
-        from evalkit.models.m3 import Ragged, colbert_scores, hybrid_scores, lexical_matrix
+        """Block by block of queries whose candidates number at most RESCORE_CANDIDATES: their
+        candidates' outputs (from the run's memo where an earlier mode computed them) are held for
+        that block only, so memory does not grow with the corpus."""
+        from evalkit.models.m3 import colbert_scores, hybrid_scores, lexical_matrix
 
         row_of = {d: i for i, d in enumerate(d_ids)}
         wants = [q for q in q_ids if top_ranked.get(q)]
-        cand = list(dict.fromkeys(d for q in wants for d in top_ranked[q]))
-        missing = [d for d in cand if d not in row_of]
-        if missing:
-            raise EvalkitError(f"candidate {missing[0]!r} is not in the corpus: the run file or the task's top_ranked does not match its corpus")
-        pos = {d: i for i, d in enumerate(cand)}
+        missing = next((d for q in wants for d in top_ranked[q] if d not in row_of), None)
+        if missing is not None:
+            raise EvalkitError(f"candidate {missing!r} is not in the corpus: the run file or the task's top_ranked does not match its corpus")
         need_dense, need_sparse, need_colbert = self.mode.outputs
         use_first = need_dense and dense_scores is not None  # the hybrid's dense part: the first stage's own scores
         enc_dense = need_dense and not use_first
-        dense_d, sparse_d, colbert_d = [], [], None
-        if need_colbert:
-            colbert_d = Ragged(self.m3.colbert_dim())
-        try:
-            for c0 in range(0, len(cand), DOC_CHUNK):
-                out = self._encode([d_texts[row_of[d]] for d in cand[c0 : c0 + DOC_CHUNK]], bs, enc_dense, need_sparse, need_colbert)
-                if enc_dense:
-                    dense_d.append(out["dense_vecs"])
+        text_of = dict(zip(q_ids, q_texts))
+        vocab = self.m3.vocab_size
+        results: dict = {}
+        for block in _blocks(wants, top_ranked):
+            cand = list(dict.fromkeys(d for q in block for d in top_ranked[q]))
+            pos = {d: i for i, d in enumerate(cand)}
+            do = self._encode([d_texts[row_of[d]] for d in cand], bs, enc_dense, need_sparse, need_colbert)
+            qo = self._encode([text_of[q] for q in block], bs, enc_dense, need_sparse, need_colbert)
+            d_sparse = lexical_matrix(do["lexical_weights"], vocab) if need_sparse else None
+            q_sparse = lexical_matrix(qo["lexical_weights"], vocab) if need_sparse else None
+            for r, qid in enumerate(block):
+                docs = list(dict.fromkeys(top_ranked[qid]))
+                rows = np.fromiter((pos[d] for d in docs), dtype=np.int64, count=len(docs))
+                parts = [None, None, None]
+                if use_first:
+                    given = dense_scores.get(qid, {})
+                    parts[0] = np.array([given[d] for d in docs], dtype=np.float32)
+                elif enc_dense:
+                    parts[0] = (do["dense_vecs"][rows] @ qo["dense_vecs"][r]).astype(np.float32)
                 if need_sparse:
-                    sparse_d.append(lexical_matrix(out["lexical_weights"], self.m3.vocab_size))
+                    parts[1] = (d_sparse[rows] @ q_sparse[r].T).toarray().ravel().astype(np.float32)
                 if need_colbert:
-                    try:
-                        colbert_d.add(out["colbert_vecs"])
-                    except OSError as e:
-                        raise EvalkitError(f"no room for the candidates' ColBERT vectors in the temporary folder ({e.strerror or e}): free space there or point TMPDIR elsewhere") from e
-            if need_sparse:
-                import scipy.sparse as sp
+                    parts[2] = colbert_scores(qo["colbert_vecs"][r], [do["colbert_vecs"][i] for i in rows])
+                if self.mode.name == "hybrid":
+                    s = hybrid_scores(*parts, weights=self.mode.weights)
+                else:
+                    s = parts[("dense", "sparse", "colbert").index(self.mode.name)]
+                results[qid] = {d: float(x) for d, x in zip(docs, s)}
+        return results
 
-                sparse_d = sp.vstack(sparse_d).tocsr() if sparse_d else None
-            dense_d = np.concatenate(dense_d) if dense_d else None
-            text_of = dict(zip(q_ids, q_texts))
-            results: dict = {}
-            for b0 in range(0, len(wants), QUERY_BLOCK):
-                block = wants[b0 : b0 + QUERY_BLOCK]
-                qo = self._encode([text_of[q] for q in block], bs, enc_dense, need_sparse, need_colbert)
-                q_sparse = lexical_matrix(qo["lexical_weights"], self.m3.vocab_size) if need_sparse else None
-                for r, qid in enumerate(block):
-                    docs = list(dict.fromkeys(top_ranked[qid]))
-                    rows = np.fromiter((pos[d] for d in docs), dtype=np.int64, count=len(docs))
-                    parts = [None, None, None]
-                    if use_first:
-                        given = dense_scores.get(qid, {})
-                        parts[0] = np.array([given[d] for d in docs], dtype=np.float32)
-                    elif enc_dense:
-                        parts[0] = (dense_d[rows] @ qo["dense_vecs"][r]).astype(np.float32)
-                    if need_sparse:
-                        parts[1] = (sparse_d[rows] @ q_sparse[r].T).toarray().ravel().astype(np.float32)
-                    if need_colbert:
-                        parts[2] = colbert_scores(qo["colbert_vecs"][r], [colbert_d.get(i) for i in rows])
-                    if self.mode.name == "hybrid":
-                        s = hybrid_scores(*parts, weights=self.mode.weights)
-                    else:
-                        s = parts[("dense", "sparse", "colbert").index(self.mode.name)]
-                    results[qid] = {d: float(x) for d, x in zip(docs, s)}
-            return results
-        finally:
-            if colbert_d is not None:
-                colbert_d.close()
+
+def _blocks(queries: list, top_ranked: dict):
+    """Consecutive blocks of at most QUERY_BLOCK queries with at most RESCORE_CANDIDATES distinct
+    candidates among them (a query with more is a block of its own)."""
+    block: list = []
+    seen: set = set()
+    for q in queries:
+        new = set(top_ranked[q]) - seen
+        if block and (len(block) >= QUERY_BLOCK or len(seen) + len(new) > RESCORE_CANDIDATES):
+            yield block
+            block, seen, new = [], set(), set(top_ranked[q])
+        block.append(q)
+        seen |= new
+    if block:
+        yield block
