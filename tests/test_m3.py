@@ -292,19 +292,18 @@ def _search_inputs(tmp_path):
     return models, m3, EmbeddingAdapter(model.spec, m3.embedder), data, ctx
 
 
-@pytest.mark.parametrize("blocks", [None, (2, 7)])
-def test_search_modes_equal_the_pairwise_scores(tmp_path, blocks, monkeypatch):
+def test_search_modes_equal_the_pairwise_scores(tmp_path, monkeypatch):
     """M3Search (what mteb's retrieval evaluator calls for a mode) gives FlagEmbedding's pairwise
     scores: sparse over the whole corpus (its best documents among those sharing a token), ColBERT
-    and the hybrid over given candidates; in blocks of 2 queries / 7 candidates too."""
+    and the hybrid over given candidates. Blocks of 2 queries / 7 candidates here, so that the
+    blocking is exercised (the other tests run the default sizes)."""
     from mteb.types import PromptType
 
     import evalkit.models.m3_search as m3_search
     from evalkit.models.m3_search import M3Mode, M3Search
 
-    if blocks:
-        monkeypatch.setattr(m3_search, "QUERY_BLOCK", blocks[0])
-        monkeypatch.setattr(m3_search, "RESCORE_CANDIDATES", blocks[1])
+    monkeypatch.setattr(m3_search, "QUERY_BLOCK", 2)
+    monkeypatch.setattr(m3_search, "RESCORE_CANDIDATES", 7)
     models, m3, adapter, data, ctx = _search_inputs(tmp_path)
     probe = M3Search(adapter, m3, M3Mode("sparse"))
     q_ids, d_ids = list(data["queries"]["id"]), list(data["corpus"]["id"])
@@ -429,7 +428,7 @@ def test_modes_with_few_shot_locally_and_on_ray(tmp_path, ray_local, capsys):
 
 
 def test_a_rerun_takes_the_lexical_weights_from_the_cache(tmp_path, capsys):
-    """A second run of every mode (--overwrite, the same cache) encodes nothing for the sparse unit:
+    """A second run of every mode (the same cache) encodes nothing for the sparse unit:
     its lexical weights persist. ColBERT vectors do not, so the colbert unit's pass encodes the
     queries and their candidates (and the hybrid takes them from it). The files are identical."""
     from evalkit.cli import main
@@ -452,13 +451,12 @@ def test_a_rerun_takes_the_lexical_weights_from_the_cache(tmp_path, capsys):
     after = dry_run()  # lexical weights cached; ColBERT counted as if every document were a candidate (an upper bound)
     assert after["dense"] == after["[m3-sparse]"] == (48, 0) and after["[m3-hybrid-0.4-0.2-0.4-top5]"] == (48, 0)
     assert after["[m3-colbert-top5]"] == (0, before["[m3-sparse]"][1])
-    assert main([*args, "--overwrite"]) == 0
+    assert main([*args, "--output", str(tmp_path / "b")]) == 0  # the last --output wins
     capsys.readouterr()
-    work = {p.parent.name: json.loads(p.read_text())["evalkit"]["work"] for p in (tmp_path / "a").rglob("experiments/*/OwnRet.json")}
+    work = {p.parent.name: json.loads(p.read_text())["evalkit"]["work"] for p in (tmp_path / "b").rglob("experiments/*/OwnRet.json")}
     assert work["m3-sparse"]["encoded_texts"] == 0 and work["m3-sparse"]["cached_texts"] == 12 + 36
     assert 12 < work["m3-colbert-top5"]["encoded_texts"] < 12 + 36  # the queries and their candidates, not the corpus
     assert work["m3-hybrid-0.4-0.2-0.4-top5"]["encoded_texts"] == 0
-    assert main([*args, "--output", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "fresh")]) == 0  # the last option wins
     assert result_files(tmp_path / "a") == result_files(tmp_path / "b")
 
 
