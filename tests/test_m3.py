@@ -295,15 +295,18 @@ def _search_inputs(tmp_path):
 def test_search_modes_equal_the_pairwise_scores(tmp_path, monkeypatch):
     """M3Search (what mteb's retrieval evaluator calls for a mode) gives FlagEmbedding's pairwise
     scores: sparse over the whole corpus (its best documents among those sharing a token), ColBERT
-    and the hybrid over given candidates. Blocks of 2 queries / 7 candidates here, so that the
-    blocking is exercised (the other tests run the default sizes)."""
+    and the hybrid over given candidates. Blocks of at most 2 queries and a few candidates here,
+    so that the blocking is exercised (the other tests run the default sizes)."""
     from mteb.types import PromptType
 
     import evalkit.models.m3_search as m3_search
     from evalkit.models.m3_search import M3Mode, M3Search
 
     monkeypatch.setattr(m3_search, "QUERY_BLOCK", 2)
-    monkeypatch.setattr(m3_search, "RESCORE_CANDIDATES", 7)
+    monkeypatch.setattr(m3_search, "RESCORE_BYTES", 7 * 40 * 4 * 32)  # ~7 candidates of these ~40-character texts
+    seen_blocks = []
+    blocks = m3_search._blocks
+    monkeypatch.setattr(m3_search, "_blocks", lambda *a: (seen_blocks.append(b) or b for b in blocks(*a)))
     models, m3, adapter, data, ctx = _search_inputs(tmp_path)
     probe = M3Search(adapter, m3, M3Mode("sparse"))
     q_ids, d_ids = list(data["queries"]["id"]), list(data["corpus"]["id"])
@@ -336,6 +339,7 @@ def test_search_modes_equal_the_pairwise_scores(tmp_path, monkeypatch):
     got = run(M3Mode("colbert"), top_k=5, top_ranked=some)
     for i, qid in enumerate(q_ids):
         assert list(got[qid]) == some[qid] and all(abs(got[qid][doc] - col[i][d_ids.index(doc)]) <= TOL for doc in some[qid])
+    assert max(map(len, seen_blocks)) == 2 and min(map(len, seen_blocks)) == 1  # several queries a block, and a query alone
     models.close()
 
 

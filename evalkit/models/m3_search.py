@@ -33,7 +33,7 @@ M3_TYPES = ("Retrieval", "Reranking")  # where the modes other than dense are sc
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: BGE-M3's model card
 DOC_CHUNK = 4096  # documents encoded and scored per step of the sparse search
 QUERY_BLOCK = 256  # queries per sparse score block: QUERY_BLOCK x DOC_CHUNK float32
-RESCORE_CANDIDATES = 1024  # candidates whose outputs a rescoring block holds (bge-m3 ColBERT: ~1 MiB each at 250 tokens)
+RESCORE_BYTES = 1 << 30  # the most a rescoring block's candidates' ColBERT vectors can take (an upper bound from their lengths)
 
 
 def _num(x: float) -> str:
@@ -180,9 +180,10 @@ class M3Search:
 
     # -- every mode over given candidates
     def _rescore(self, q_ids, q_texts, d_ids, d_texts, top_ranked: dict, dense_scores: dict | None, bs: int) -> dict:
-        """Block by block of queries whose candidates number at most RESCORE_CANDIDATES: their
-        candidates' outputs (from the run's memo where an earlier mode computed them) are held for
-        that block only, so memory does not grow with the corpus."""
+        """Block by block of queries whose candidates' ColBERT vectors can take at most RESCORE_BYTES
+        (estimated from each text's length: a token per character at most, and no more than the
+        max length; an upper bound for the usual tokenizers): their outputs (from the run's memo where an earlier mode computed them)
+        are held for that block only, so memory does not grow with the corpus or with long texts."""
         from evalkit.models.m3 import colbert_scores, hybrid_scores, lexical_matrix
 
         row_of = {d: i for i, d in enumerate(d_ids)}
@@ -196,7 +197,10 @@ class M3Search:
         text_of = dict(zip(q_ids, q_texts))
         vocab = self.m3.vocab_size
         results: dict = {}
-        for block in _blocks(wants, top_ranked):
+        most = self.m3.passage_max_length
+        row_bytes = 4 * self.m3.colbert_dim() if need_colbert else 8  # else lexical weights: 8 bytes a token
+        cost = lambda d: (min(len(d_texts[row_of[d]]), most) + 1) * row_bytes  # noqa: E731
+        for block in _blocks(wants, top_ranked, cost):
             cand = list(dict.fromkeys(d for q in block for d in top_ranked[q]))
             pos = {d: i for i, d in enumerate(cand)}
             do = self._encode([d_texts[row_of[d]] for d in cand], bs, enc_dense, need_sparse, need_colbert)
@@ -224,17 +228,22 @@ class M3Search:
         return results
 
 
-def _blocks(queries: list, top_ranked: dict):
-    """Consecutive blocks of at most QUERY_BLOCK queries with at most RESCORE_CANDIDATES distinct
-    candidates among them (a query with more is a block of its own)."""
+def _blocks(queries: list, top_ranked: dict, cost):
+    """Consecutive blocks of at most QUERY_BLOCK queries whose distinct candidates cost at most
+    RESCORE_BYTES in all (a query whose own candidates cost more is a block of its own)."""
     block: list = []
     seen: set = set()
+    held = 0
     for q in queries:
         new = set(top_ranked[q]) - seen
-        if block and (len(block) >= QUERY_BLOCK or len(seen) + len(new) > RESCORE_CANDIDATES):
+        extra = sum(cost(d) for d in new)
+        if block and (len(block) >= QUERY_BLOCK or held + extra > RESCORE_BYTES):
             yield block
-            block, seen, new = [], set(), set(top_ranked[q])
+            block, seen, held = [], set(), 0
+            new = set(top_ranked[q])
+            extra = sum(cost(d) for d in new)
         block.append(q)
         seen |= new
+        held += extra
     if block:
         yield block
