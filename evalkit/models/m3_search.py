@@ -182,8 +182,9 @@ class M3Search:
     def _rescore(self, q_ids, q_texts, d_ids, d_texts, top_ranked: dict, dense_scores: dict | None, bs: int) -> dict:
         """Block by block of queries whose candidates' ColBERT vectors can take at most RESCORE_BYTES
         (estimated from each text's length: a token per character at most, and no more than the
-        max length; an upper bound for the usual tokenizers): their outputs (from the run's memo where an earlier mode computed them)
-        are held for that block only, so memory does not grow with the corpus or with long texts."""
+        max length; an upper bound for the usual tokenizers). A block's outputs (from the run's
+        memo where an earlier mode computed them) are held for that block only, so memory grows
+        neither with the corpus nor with long texts."""
         from evalkit.models.m3 import colbert_scores, hybrid_scores, lexical_matrix
 
         row_of = {d: i for i, d in enumerate(d_ids)}
