@@ -242,12 +242,11 @@ class Ragged:
         self.offsets = [0]
         self._mm = None
 
-    def add(self, arrays) -> list[int]:
-        first = len(self.offsets) - 1
-        for a in arrays:
-            self.file.write(np.ascontiguousarray(a, dtype=np.float32).tobytes())
-            self.offsets.append(self.offsets[-1] + len(a))
-        return list(range(first, len(self.offsets) - 1))
+    def add(self, a) -> int:
+        """Append one [rows, dim] array; its index for `get`."""
+        self.file.write(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+        self.offsets.append(self.offsets[-1] + len(a))
+        return len(self.offsets) - 2
 
     def get(self, i: int) -> np.ndarray:
         lo, hi = self.offsets[i], self.offsets[i + 1]
@@ -298,7 +297,7 @@ class M3Memo:
             if key in self.rows or self.nbytes + size > self.budget:
                 continue
             try:
-                (d,), (c,) = self._dense.add([dense[j : j + 1]]), self._colbert.add([cols[j]])
+                d, c = self._dense.add(dense[j : j + 1]), self._colbert.add(cols[j])
             except OSError as e:  # a full temporary folder: the run goes on, later modes encode again
                 log.warning("the M3 memo stops keeping outputs (%s): later modes encode their texts again", e.strerror or e)
                 self.budget = 0
