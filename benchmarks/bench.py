@@ -77,7 +77,7 @@ def worker_floor(task_names: list[str], cache_dir: Path, out: Path) -> None:
     import numpy as np
     from mteb.similarity_functions import cos_sim, pairwise_cos_sim
 
-    from evalkit.evaluate import Models
+    from evalkit.evaluate import Models, avoid_sentence_transformers_import
     from evalkit.models.adapters import build_model_meta
     from evalkit.models.catalog import get_spec
     from evalkit.plan import Settings, resolve_model
@@ -104,6 +104,7 @@ def worker_floor(task_names: list[str], cache_dir: Path, out: Path) -> None:
 
         similarity, similarity_pairwise = staticmethod(cos_sim), staticmethod(pairwise_cos_sim)
 
+    avoid_sentence_transformers_import()  # as a warm run does: nothing here needs it
     reg, rows = Registry(), {}
     for name in task_names:
         res = mteb.evaluate(Cached(), build_task(reg.task(name)), cache=None, overwrite_strategy="always", show_progress_bar=False,

@@ -332,19 +332,15 @@ def _quiet() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # huggingface_hub's bars, and transformers' (it reads this at import): nothing here imports transformers
+    # just to quiet it, since a fully cached run never loads it
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for name in ("mteb", "transformers", "datasets", "sentence_transformers", "huggingface_hub", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import datasets
 
         datasets.disable_progress_bars()
-    except Exception:
-        pass
-    try:
-        from transformers.utils import logging as tlog
-
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
     except Exception:
         pass
 

@@ -353,12 +353,40 @@ def _rel(path: Path | None, root: Path):
         return Path(path)
 
 
+def avoid_sentence_transformers_import() -> None:
+    """mteb.evaluate's `_sanitize_model` imports sentence-transformers, and with it transformers' model
+    code (about 2 s of a fully cached run, which loads no model), only to ask whether the model is one
+    of its classes. No object can be an instance of a class from a package not yet imported, so while
+    it is not, a model that carries its own ModelMeta (every evalkit adapter) takes the branch mteb
+    would take for it anyway (returned as it is, with its meta's name and revision). Once
+    sentence-transformers is imported, and for any other model, mteb's own function decides."""
+    import importlib
+    import sys
+
+    from mteb.models.model_meta import ModelMeta
+
+    module = importlib.import_module("mteb.evaluate")
+    sanitize = module._sanitize_model
+    if getattr(sanitize, "evalkit", False):
+        return
+
+    def _sanitize_model(model):
+        meta = getattr(model, "mteb_model_meta", None)
+        if "sentence_transformers" not in sys.modules and isinstance(meta, ModelMeta):
+            return model, meta, meta.name, meta.revision
+        return sanitize(model)
+
+    _sanitize_model.evalkit = True
+    module._sanitize_model = _sanitize_model
+
+
 def run_mteb(model, task, ts, settings: Settings, prediction_folder=None):
     """mteb.evaluate on one task: the adapter (or the memory-bounded search around it), one TaskResult."""
     import mteb
 
     from evalkit.search import search_model_for
 
+    avoid_sentence_transformers_import()
     try:
         result = mteb.evaluate(
             search_model_for(model, task, settings), task, cache=None, overwrite_strategy="always", raise_error=True,
