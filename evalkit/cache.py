@@ -124,9 +124,13 @@ class EmbeddingCache:
                 db = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                # a rowid table: its rows (1.5 KB for a 384-wide vector) sit in the table's own pages, the
+                # (ns, key) index stays small. A WITHOUT ROWID table keeps whole rows in the key-ordered
+                # b-tree, which random keys leave half full: 2.2x the file, writes 4.7x and reads 3.6x
+                # slower (60,000 MiniLM vectors). Caches made before keep that layout and work as they are.
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS vectors (ns TEXT NOT NULL, key BLOB NOT NULL, vec BLOB NOT NULL,"
-                    " PRIMARY KEY (ns, key)) WITHOUT ROWID"
+                    " PRIMARY KEY (ns, key))"
                 )
                 db.execute("CREATE TABLE IF NOT EXISTS namespaces (ns TEXT PRIMARY KEY, fields TEXT, created REAL)")
                 return db

@@ -106,3 +106,24 @@ def test_opening_waits_out_a_concurrent_wal_switch(tmp_path, monkeypatch):
     cache = EmbeddingCache(tmp_path / "c")
     cache.db.execute("SELECT count(*) FROM vectors")
     assert calls["n"] == 3
+
+
+def test_a_cache_made_before_keeps_working(tmp_path):
+    """Caches used to be a WITHOUT ROWID table (rows in the key b-tree); new ones are a rowid table.
+    A file of the old layout is read and written as it is."""
+    import sqlite3
+
+    (tmp_path / "c").mkdir()
+    old = sqlite3.connect(tmp_path / "c" / "embeddings.sqlite3")
+    old.execute("CREATE TABLE vectors (ns TEXT NOT NULL, key BLOB NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (ns, key)) WITHOUT ROWID")
+    old.close()
+    cache = EmbeddingCache(tmp_path / "c")
+    vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache.put_many("n", ["a", "b", "c"], vecs)
+    cache.put_many("n", ["b"], vecs[:1])
+    got = cache.get_many("n", ["c", "b", "x"])
+    assert sorted(got) == [0, 1] and np.array_equal(got[0], vecs[2]) and np.array_equal(got[1], vecs[0])
+    sql = cache.db.execute("SELECT sql FROM sqlite_master WHERE name = 'vectors'").fetchone()[0]
+    assert "WITHOUT ROWID" in sql
+    # and a new cache is the rowid layout
+    assert "WITHOUT ROWID" not in EmbeddingCache(tmp_path / "d").db.execute("SELECT sql FROM sqlite_master WHERE name = 'vectors'").fetchone()[0]
