@@ -190,6 +190,18 @@ def test_cpu_batches_hold_a_token_budget_and_give_the_same_vectors(tiny_bert):
     assert Core(CoreConfig(str(tiny_bert)), model=free.model, tokenizer=free.tokenizer).max_batch_tokens == 2048  # the CPU default
 
 
+def test_tokenize_keeps_only_what_the_network_needs(minilm_path):
+    """A single text's token types are all 0 for BERT: left out (the network takes zeros, the same
+    bits); a pair keeps them; the attention mask is built per batch, never kept per text."""
+    core = Core(CoreConfig(str(minilm_path)))
+    single = core.tokenize(QUERIES, 32)
+    assert all(set(f) == {"input_ids"} for f in single)
+    pairs = core.tokenize([(q, d) for q, d in zip(QUERIES, DOCS)], 32)
+    assert all(set(f) == {"input_ids", "token_type_ids"} and any(f["token_type_ids"]) for f in pairs)
+    zeros = [{**f, "token_type_ids": [0] * len(f["input_ids"])} for f in single]
+    np.testing.assert_array_equal(core.run(single, EmbedHead("cls")), core.run(zeros, EmbedHead("cls")))
+
+
 def test_two_devices_give_the_same_vectors(tiny_bert):
     """One worker process per device (here two CPU workers stand in for two GPUs)."""
     texts = [f"{w} the bank {i}" for i, w in enumerate(["king", "queen", "river", "city"] * 5)]
