@@ -117,13 +117,14 @@ def load_tokenizer(path: Path, padding_side: str | None = None, trust_remote_cod
 
 def load_network(path: Path, kind: str = "embedder", trust_remote_code: bool = False):
     """AutoModel for embedders, AutoModelForSequenceClassification for cross-encoders,
-    AutoModelForCausalLM for LLM rerankers; always fp32 weights, eval mode."""
+    AutoModelForCausalLM for LLM rerankers; always fp32 weights (transformers 5 would otherwise load the
+    checkpoint's own dtype; `dtype` is its name for the old `torch_dtype`), eval mode."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = {"embedder": AutoModel, "reranker": AutoModelForSequenceClassification, "llm-reranker": AutoModelForCausalLM}[kind]
     try:
-        model = cls.from_pretrained(str(path), torch_dtype=torch.float32, trust_remote_code=trust_remote_code)
+        model = cls.from_pretrained(str(path), dtype=torch.float32, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise EvalkitError(f"cannot load the model in {path}: {type(e).__name__}: {e}") from e
     return model.eval()
