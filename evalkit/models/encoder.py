@@ -299,6 +299,7 @@ class Core:
         # head outputs stay on the device until FETCH_BYTES of them are there (or the end): fetching
         # each batch's would make this thread wait for the device before it pads and launches the next
         pending: list = []
+        pending_bytes = 0
         start = 0
         ac_dtype = None if self.dtype in ("fp32", "fp16") else torch_dtype(self.dtype)
         device_type = self.device.split(":")[0]
@@ -312,9 +313,10 @@ class Core:
                 ):
                     out = head(self.model, batch)
                 pending.append(out.detach().float())
-                if sum(t.numel() for t in pending) * 4 >= FETCH_BYTES:
+                pending_bytes += 4 * pending[-1].numel()
+                if pending_bytes >= FETCH_BYTES:
                     chunks += [t.cpu().numpy() for t in pending]
-                    pending.clear()
+                    pending, pending_bytes = [], 0
             except Exception as err:
                 if not is_oom(err):
                     raise
