@@ -144,9 +144,7 @@ def _m3_done(m3, unit: Unit, distinct: list[str], passes: dict) -> set[int]:
         return set(range(len(distinct)))  # the first rescoring unit's pass covers the candidates
     done: set[int] = set()
     if unit.m3.name == "sparse" and (unit.fewshot is None or unit.fewshot.k == 0):
-        ns = m3.lexical_namespace(m3.passage_max_length)
-        if ns is not None:
-            done = set(m3.embedder.cache.get_blobs(ns[0], distinct, unit=8))
+        done = set(m3.cached_lexical(distinct))
     seen = passes.setdefault("encoded", set())
     done |= {i for i, t in enumerate(distinct) if t in seen}
     seen.update(t for i, t in enumerate(distinct) if i not in done)

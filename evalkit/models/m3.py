@@ -42,6 +42,7 @@ SCORE_KEYS = ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dens
 # head outputs (float32 values) per call of Core.run: an encode is cut into length-sorted slices so
 # that ColBERT outputs padded to a slice's longest text stay bounded (512 MiB) on long corpora
 SLICE_FLOATS = 1 << 27
+LEXICAL_RECORD = 8  # bytes a kept token's lexical weight takes in the cache: its id (int32) and weight (float32)
 _UNUSED_TOKENS = ("cls_token", "eos_token", "pad_token", "unk_token")  # left out of the lexical weights
 
 
@@ -512,9 +513,8 @@ class BGEM3FlagModel:
         distinct = list(uniq)
         self.embedder.counts["duplicates"] += len(texts) - len(distinct)
         cached: dict[int, dict] = {}
-        lex_ns = self.lexical_namespace(ml) if not (dense or colbert) else None  # the sparse unit: lexical weights alone
-        if lex_ns is not None:
-            cached = {i: _unpack_lexical(b) for i, b in self.embedder.cache.get_blobs(lex_ns[0], distinct, unit=8).items()}
+        if not (dense or colbert):  # the sparse unit: lexical weights alone
+            cached = {i: _unpack_lexical(b) for i, b in self.cached_lexical(distinct, ml).items()}
             self.embedder.counts["cached"] += len(cached)
         todo = [t for i, t in enumerate(distinct) if i not in cached]
         dense_u, lex_u, col_u = self._encode_distinct(todo, ml, bs, dense, sparse, colbert) if todo else (None, [], None)
@@ -532,10 +532,16 @@ class BGEM3FlagModel:
             return self._memo_run(texts, ml, bs, colbert)
         return self._tracked_run(texts, ml, bs, dense, sparse, colbert)
 
+    def cached_lexical(self, texts: Sequence[str], max_length: int | None = None) -> dict[int, bytes]:
+        """Index in `texts` -> the lexical weights the cache holds for it at `max_length` (default the
+        passage max length, capped as encoding caps it), packed (`_unpack_lexical`); {} without a cache."""
+        ns = self.lexical_namespace(self._cap(int(max_length or self.passage_max_length)))
+        return self.embedder.cache.get_blobs(ns[0], texts, unit=LEXICAL_RECORD) if ns is not None else {}
+
     def lexical_namespace(self, ml: int) -> tuple[str, dict] | None:
         """The embedding cache's namespace for this network's lexical weights at max length `ml`: the
         Embedder's fields (model, weights, dtype, ...) and the sparse head's own fingerprint. None
-        without a cache. Lexical weights are small (8 bytes a kept token) and persist across runs;
+        without a cache. Lexical weights are small (LEXICAL_RECORD bytes a kept token) and persist across runs;
         ColBERT vectors (4 KiB a token on bge-m3) do not."""
         emb = self.embedder
         if emb.cache is None:
@@ -765,7 +771,7 @@ def _pack_lexical(weights: dict) -> bytes:
 
 
 def _unpack_lexical(blob: bytes) -> dict:
-    k = len(blob) // 8
+    k = len(blob) // LEXICAL_RECORD
     ids = np.frombuffer(blob, dtype=np.int32, count=k)
     return dict(zip(map(str, ids.tolist()), np.frombuffer(blob, dtype=np.float32, offset=4 * k)))
 

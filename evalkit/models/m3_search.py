@@ -185,7 +185,7 @@ class M3Search:
         max length; an upper bound for the usual tokenizers). A block's outputs (from the run's
         memo where an earlier mode computed them) are held for that block only, so memory grows
         neither with the corpus nor with long texts."""
-        from evalkit.models.m3 import colbert_scores, hybrid_scores, lexical_matrix
+        from evalkit.models.m3 import LEXICAL_RECORD, colbert_scores, hybrid_scores, lexical_matrix
 
         row_of = {d: i for i, d in enumerate(d_ids)}
         wants = [q for q in q_ids if top_ranked.get(q)]
@@ -199,7 +199,7 @@ class M3Search:
         vocab = self.m3.vocab_size
         results: dict = {}
         most = self.m3.passage_max_length
-        row_bytes = 4 * self.m3.colbert_dim() if need_colbert else 8  # else lexical weights: 8 bytes a token
+        row_bytes = 4 * self.m3.colbert_dim() if need_colbert else LEXICAL_RECORD  # else a token's lexical weight
         cost = lambda d: (min(len(d_texts[row_of[d]]), most) + 1) * row_bytes  # noqa: E731
         for block in _blocks(wants, top_ranked, cost):
             cand = list(dict.fromkeys(d for q in block for d in top_ranked[q]))
