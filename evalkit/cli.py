@@ -20,8 +20,8 @@ def _model_spec(args):
     from evalkit.models.catalog import get_spec
 
     return get_spec(
-        args.model, pooling=args.pooling, max_length=args.max_length, query_instruction=args.query_instruction,
-        revision=args.revision, trust_remote_code=args.trust_remote_code or None,
+        args.model, recipe=getattr(args, "recipe", None), pooling=args.pooling, max_length=args.max_length,
+        query_instruction=args.query_instruction, revision=args.revision, trust_remote_code=args.trust_remote_code or None,
     )
 
 
@@ -100,6 +100,8 @@ def cmd_run(args) -> int:
             executor.close()
     if any(o.status != "failed" for o in outcomes):
         print_outcomes(outcomes)
+        for line in recipe_lines(plan):  # what made these vectors, as each result file records it (evalkit.recipe)
+            print(line)
     runs = variant_runs(outcomes)
     if len(runs) > 1:
         print(comparison_table(runs), end="")
@@ -107,6 +109,24 @@ def cmd_run(args) -> int:
     if failed and len(outcomes) > 1:
         print(f"evalkit: {len(failed)} of {len(outcomes)} units failed: {', '.join(o.unit.label for o in failed)}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def recipe_lines(plan) -> list[str]:
+    """One line per embedder: the recipe it is encoded with and where it came from."""
+    from evalkit.models.recipes import describe
+
+    out, seen = [], set()
+    for u in plan.units:
+        spec = u.model.spec
+        if u.role == "rerank" or spec in seen:
+            continue
+        seen.add(spec)
+        d = describe(spec)
+        extra = f", Dense {'+'.join(d['dense'])}" if d.get("dense") else ""
+        extra += ", lower-cased" if d.get("lowercase") else ""
+        out.append(f"recipe of {spec.name}: {d['name']} ({d['pooling']} pooling, max length {d['max_length']}, "
+                   f"{'normalised' if d['normalize'] else 'not normalised'}, {d['similarity']}{extra}): {d['source'] or 'evalkit defaults'}")
+    return out
 
 
 def variant_runs(outcomes) -> dict:
@@ -233,7 +253,9 @@ def cmd_cache(args) -> int:
 
 def add_model_args(p):
     p.add_argument("--model", required=True, help="catalog name, hub id or local folder")
-    p.add_argument("--pooling", choices=["cls", "mean", "last_token"])
+    p.add_argument("--pooling", help="cls | mean | max | mean_sqrt_len_tokens | weightedmean | last_token, or several joined by +")
+    p.add_argument("--recipe", help="encode --model as this recipe says: a catalog model's name (its authors' run), "
+                   "sentence-transformers (the folder's own config), mteb (mteb's implementation) or mteb:HUB_ID")
     p.add_argument("--max-length", type=int)
     p.add_argument("--query-instruction")
     p.add_argument("--revision")

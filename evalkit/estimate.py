@@ -196,6 +196,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines.append(fmt(head))
     lines += [fmt(r) for r in rows]
+    lines += recipe_lines(plan)
     for name, rate in est.rates.items():
         lines.append(f"{name}: {rate:,.0f} tokens/s measured here on a sample of this run's texts")
     known = [e.seconds for e in est.units if e.seconds is not None]
@@ -204,3 +205,32 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     tail = f" (+ {len(unknown)} reranker units, not estimated)" if unknown else ""
     lines.append(f"estimated encoding time: {hms(total)}{tail}; mteb's own scoring comes on top. Nothing was written.")
     return "\n".join(lines) + "\n"
+
+
+def recipe_lines(plan: Plan) -> list[str]:
+    """Per embedder and task: what goes before each input kind under its recipe, and the examples a
+    few-shot setting takes (the authors' file, with its count, or the task's pool)."""
+    from evalkit.models.recipes import describe
+
+    lines, seen = [], set()
+    for u in plan.units:
+        if u.role == "rerank":
+            continue
+        spec, ts = u.model.spec, u.task
+        key = (spec, ts.name, u.fewshot)
+        if key in seen:
+            continue
+        seen.add(key)
+        d = describe(spec, ts.name, ts.type, ts.instruction)
+        inputs = "; ".join(f"{kind}: {text!r}" for kind, text in d["inputs"].items())
+        shots = ""
+        if u.fewshot is not None and u.fewshot.k > 0:
+            if u.fewshot.selector == "authors":
+                ex = d.get("examples") or {}
+                shots = f"; {min(u.fewshot.k, ex.get('count', 0))} of the authors' {ex.get('count', 0)} examples ({ex.get('file')})"
+            else:
+                shots = f"; {u.fewshot.k} examples, {u.fewshot.selector} from the task's pool"
+        elif d.get("examples"):
+            shots = f"; the authors' examples: {d['examples']['count']} ({d['examples']['file']}, used with --fewshot K)"
+        lines.append(f"recipe {d['name']} {ts.name} [{u.fewshot.label if u.fewshot else '0-shot'}]: {inputs}{shots}")
+    return lines

@@ -80,7 +80,7 @@ class Models:
             spec, s = model.spec, self.settings
             common = dict(normalize=spec.normalize, dtype=s.dtype or spec.dtype, batch_size=s.batch_size, devices=s.device,
                           padding_side=spec.padding_side, trust_remote_code=spec.trust_remote_code, cache=self._cache,
-                          model_id=spec.hub_id or spec.name, revision=model.revision)
+                          model_id=spec.hub_id or spec.name, revision=model.revision, lowercase=spec.lowercase, dense=spec.dense)
             if model.kind == "icl-embedder":
                 emb = ICLEmbedder(model.path, query_max_length=spec.max_length, passage_max_length=spec.max_length, **common)
             else:
@@ -179,6 +179,7 @@ def _embedder_meta(emb) -> dict:
 
 def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
     from evalkit.items import ItemRecorder
+    from evalkit.models.recipes import describe
     from evalkit.results import result_document
     from evalkit.tasks import build_task
 
@@ -195,7 +196,8 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
         work, encode = _work(emb, before)
         total = time.perf_counter() - t0
         meta = _meta(unit, settings, work, _seconds(total, t_data, encode))
-        meta.update(**_embedder_meta(emb), instruction=unit.task.instruction if unit.model.spec.task_instructions else None)
+        meta.update(**_embedder_meta(emb), instruction=unit.task.instruction if unit.model.spec.task_instructions else None,
+                    recipe=describe(unit.model.spec, unit.task.name, unit.task.type, unit.task.instruction))
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
         doc = result_document(res, meta)
@@ -286,6 +288,7 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
 def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
     """A multi-function embedder's sparse, colbert or hybrid mode (evalkit/models/m3_search.py):
     mteb's retrieval evaluation of an M3Search, over the whole corpus or the dense unit's top-k."""
+    from evalkit.models.recipes import describe
     from evalkit.items import ItemRecorder
     from evalkit.models.m3_search import M3Search
     from evalkit.results import result_document
@@ -315,7 +318,7 @@ def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
         if unit.first_stage is not None:
             seconds["first_stage_top_k"] = round(t_m3 - t0 - t_data, 3)
         meta = _meta(unit, settings, work, seconds)
-        meta.update(**_embedder_meta(emb), m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
+        meta.update(**_embedder_meta(emb), recipe=describe(unit.model.spec, unit.task.name, unit.task.type, unit.task.instruction), m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
         doc = result_document(res, meta)

@@ -13,7 +13,9 @@ Pool      where a task's examples come from (`fewshot:` in the task's YAML):
           An example never comes from a split being evaluated: a pool split that is evaluated is an
           error, pool items whose text is also an evaluated text are dropped (a file that holds one
           is an error), and every example handed to a query is checked again (`ExamplePool.check`).
-Selector  which K examples a given input gets: `fixed` (the examples file, in file order), `first_n`
+Selector  which K examples a given input gets: `authors` (the model recipe's own examples of the task,
+          in their file order: bge-en-icl's research/llm_dense_retriever/examples; the default for a model
+          whose recipe has them), `fixed` (the task's examples file, in file order), `first_n`
           (the pool's first K), `random` (K items drawn once per task and subset with the seed, as
           bge-en-icl's evaluation samples its demonstrations per task), all three the same for every
           input; `similar` (per input: the K pool items nearest to it under a selector embedder,
@@ -55,7 +57,7 @@ from evalkit.models.icl import EXAMPLE_FORMAT, examples_prefix
 
 log = logging.getLogger("evalkit")
 
-SELECTORS = ("fixed", "first_n", "random", "similar")
+SELECTORS = ("fixed", "first_n", "random", "similar", "authors")
 DEFAULT_SELECTOR_MODEL = "all-MiniLM-L6-v2"
 POOL_KEYS = ("file", "split", "min_score")
 SYMMETRIC = ("STS", "PairClassification")  # the example's response is an input text too
@@ -273,9 +275,10 @@ def load_examples_file(path: Path) -> list[Example]:
     return out
 
 
-def build_pools(ts, task) -> dict[str, ExamplePool]:
-    """One pool per subset that the task evaluates (see the module doc for the rules)."""
-    cfg = dict(ts.fewshot or {})
+def build_pools(ts, task, examples_file: Path | None = None) -> dict[str, ExamplePool]:
+    """One pool per subset that the task evaluates (see the module doc for the rules); `examples_file`
+    (a recipe's own examples of the task) takes the place of the task's `fewshot:` pool."""
+    cfg = {"file": str(examples_file)} if examples_file is not None else dict(ts.fewshot or {})
     unknown = sorted(set(cfg) - set(POOL_KEYS))
     if unknown:
         raise EvalkitError(f"task {ts.name}: unknown `fewshot:` keys {unknown}: use {', '.join(POOL_KEYS)}")
@@ -370,6 +373,23 @@ class FixedSelector(Selector):
         return range(len(pool.items))
 
 
+class AuthorsSelector(FixedSelector):
+    """The model recipe's own examples of the task, in their file order (bge-en-icl's authors')."""
+
+    name = "authors"
+
+
+def authors_examples(spec, ts) -> Path:
+    """The recipe's examples file of task `ts`, or one line saying there is none."""
+    from evalkit.models.recipes import examples_file
+
+    f = examples_file(spec, ts.name)
+    if f is None:
+        what = f"{spec.name}'s recipe ({spec.recipe}) has no examples of task {ts.name}" if spec.examples else f"{spec.name}'s recipe ({spec.recipe}) has no examples of its own"
+        raise EvalkitError(f"--selector authors: {what}: use --selector random, first_n or similar (the task's own pool)")
+    return f
+
+
 class FirstNSelector(Selector):
     """The pool's first K items (file order, or split order for a rule-built pool)."""
 
@@ -443,7 +463,7 @@ class SimilarSelector(Selector):
 
 
 def make_selector(name: str, k: int, seed: int = 42, embed: Callable | None = None) -> Selector:
-    classes = {"fixed": FixedSelector, "first_n": FirstNSelector, "random": RandomSelector, "similar": SimilarSelector}
+    classes = {"fixed": FixedSelector, "first_n": FirstNSelector, "random": RandomSelector, "similar": SimilarSelector, "authors": AuthorsSelector}
     if name not in classes:
         raise EvalkitError(f"unknown selector {name!r}: use one of {', '.join(SELECTORS)}")
     if name == "similar":
@@ -582,10 +602,12 @@ class FewshotFactory:
             "task": ts.name, "pool": {}, "eval_splits": _eval_splits(task),
             "stats": {"inputs": {}, "example_sources": {}, "fewer_than_k": 0},
         }
-        instruct = ts.instruction or self.spec.query_instruction
+        from evalkit.models.recipes import instruction_for
+
+        instruct = instruction_for(self.spec, ts.name, ts.type, ts.instruction) or ts.instruction or self.spec.query_instruction
         pools, selector = {}, None
         if st.k > 0:
-            pools = build_pools(ts, task)
+            pools = build_pools(ts, task, authors_examples(self.spec, ts) if st.selector == "authors" else None)
             info["pool"] = {s: p.describe() for s, p in pools.items()}
             if instruct is None and any(ex.instruct is None for p in pools.values() for ex in p.items):
                 raise EvalkitError(f"task {ts.name} has no instruction for its few-shot examples: add `instruction:` to its YAML")
@@ -625,7 +647,8 @@ def settings_from_args(args, spec) -> list[Setting]:
     seed = int(getattr(args, "seed", 42))
     if k is not None and compare:
         raise EvalkitError("give --fewshot K or --fewshot-compare K1,K2,..., not both")
-    selectors = [s.strip() for s in (sel_arg or "random").split(",") if s.strip()]
+    default = "authors" if getattr(spec, "examples", None) else "random"  # a recipe with its own examples uses them
+    selectors = [s.strip() for s in (sel_arg or default).split(",") if s.strip()]
     for s in selectors:
         if s not in SELECTORS:
             raise EvalkitError(f"unknown selector {s!r}: use one of {', '.join(SELECTORS)}")

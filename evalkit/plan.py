@@ -102,6 +102,9 @@ class Unit:
             name = fs.model.spec.result_name + (f"-{fs.variant}" if fs.variant else "")
             return f"rerank-{name}-top{int(self.top_k)}"
         shots = self.fewshot.variant if self.fewshot is not None else None
+        recipe = self.model.spec.recipe_variant  # another recipe than the model's own: an experiment of its own
+        if recipe:
+            shots = f"{recipe}-{shots}" if shots else recipe
         if self.m3 is None:
             return shots
         mode = f"m3-{self.m3.slug}" + (f"-top{int(self.top_k)}" if self.first_stage is not None else "")
@@ -194,9 +197,13 @@ def resolve_model(spec, kind: str | None = None, role: str | None = None) -> Mod
     in_catalog = spec.name in CATALOG or spec.hub_id in ALIASES
     if kind is None:
         kind = spec.kind if in_catalog else detect_kind(spec, path, role)
+    spec = replace(spec, kind=kind) if kind != spec.kind else spec
+    if kind in EMBEDDER_KINDS:
+        from evalkit.models.recipes import resolve
+
+        spec = resolve(spec, Path(path))  # the folder's own recipe where it has no other; flags win
     if kind == "icl-embedder" and spec.pooling != "last_token":
         spec = replace(spec, pooling="last_token")
-    spec = replace(spec, kind=kind) if kind != spec.kind else spec
     return Model(spec, Path(path), spec.revision or folder_revision(Path(path)))
 
 
@@ -310,7 +317,7 @@ def make_plan(
             notes.append(f"{rr.name} reranks the dense first stage: the M3 modes' results are not reranked again")
 
     settings_list = list(fewshot or [Setting(0, seed=settings.seed)])
-    if any(s.k > 0 for s in settings_list):
+    if any(s.k > 0 and s.selector != "authors" for s in settings_list):  # a recipe's own examples serve any task they exist for
         bad = [t.name for t in task_specs if t.type not in ("Retrieval", "Classification", "Clustering", "STS", "PairClassification")]
         if bad:
             raise EvalkitError(f"few-shot examples are defined for Retrieval, Classification, Clustering, STS and pair tasks, not {', '.join(bad)}")
@@ -353,7 +360,7 @@ def make_plan(
 def check_tasks(plan: Plan) -> None:
     """Read and validate every task's data (and its few-shot pool where a setting needs one), and
     resolve every selector model: what can be wrong with the input fails here, before a model loads."""
-    from evalkit.fewshot import build_pools
+    from evalkit.fewshot import authors_examples, build_pools
     from evalkit.models.catalog import get_spec
     from evalkit.tasks import build_task
 
@@ -364,9 +371,9 @@ def check_tasks(plan: Plan) -> None:
         if ts.name not in tasks:
             tasks[ts.name] = build_task(ts)  # reads and checks local data; a hub task checks that the hub is usable
         st = u.fewshot
-        if st is not None and st.k > 0 and ts.name not in pooled:
-            pooled.add(ts.name)
-            build_pools(ts, tasks[ts.name])
+        if st is not None and st.k > 0 and (ts.name, st.selector == "authors") not in pooled:
+            pooled.add((ts.name, st.selector == "authors"))
+            build_pools(ts, tasks[ts.name], authors_examples(u.model.spec, ts) if st.selector == "authors" else None)
         if st is not None and st.k > 0 and st.selector == "similar":
             sel = resolve_model(get_spec(st.model))
             if sel.kind != "embedder":

@@ -45,8 +45,8 @@ def model_meta(spec: ModelSpec, revision: str, **fallback: Any):
 
 def build_model_meta(spec: ModelSpec, revision: str, embed_dim: int | None = None):
     """An embedder's ModelMeta (see model_meta)."""
-    use_instructions = bool(spec.task_instructions) or spec.query_instruction is not None
-    return model_meta(spec, revision, similarity_fn_name="cosine", embed_dim=embed_dim, use_instructions=use_instructions)
+    use_instructions = bool(spec.task_instructions) or spec.query_instruction is not None or bool(spec.instruction_map)
+    return model_meta(spec, revision, similarity_fn_name=spec.similarity, embed_dim=embed_dim, use_instructions=use_instructions)
 
 
 class EmbeddingAdapter:
@@ -72,28 +72,34 @@ class EmbeddingAdapter:
         return self.embedder.embed(formatted, kwargs.get("batch_size"))
 
     def similarity(self, embeddings1, embeddings2):
-        from mteb.similarity_functions import cos_sim
+        from mteb.similarity_functions import cos_sim, dot_score
 
-        return cos_sim(embeddings1, embeddings2)
+        return (dot_score if self.spec.similarity == "dot" else cos_sim)(embeddings1, embeddings2)
 
     def similarity_pairwise(self, embeddings1, embeddings2):
-        from mteb.similarity_functions import pairwise_cos_sim
+        from mteb.similarity_functions import pairwise_cos_sim, pairwise_dot_score
 
-        return pairwise_cos_sim(embeddings1, embeddings2)
+        return (pairwise_dot_score if self.spec.similarity == "dot" else pairwise_cos_sim)(embeddings1, embeddings2)
 
     # -- input formatting
     def instruction_for(self, task_metadata) -> str | None:
-        """The instruction a query of this task gets, or None."""
-        spec = self.spec
-        if spec.task_instructions and task_metadata.name in self.task_instructions:
-            return self.task_instructions[task_metadata.name]
-        if spec.query_instruction and task_metadata.type in spec.instruction_types:
-            return spec.query_instruction
-        return None
+        """The instruction a query of this task gets under the model's recipe, or None."""
+        from evalkit.models.recipes import instruction_for
+
+        name = task_metadata.name
+        return instruction_for(self.spec, name, task_metadata.type, self.task_instructions.get(name))
 
     def format_inputs(self, texts: list[str], task_metadata, prompt_type, *, hf_split: str = "", hf_subset: str = "") -> list[str]:
         spec = self.spec
         kind = _prompt_kind(prompt_type)
+        if spec.prompts is not None:  # a sentence-transformers / mteb recipe: the prompt plain mteb would give
+            from evalkit.models.recipes import prompt_for
+
+            prompt = prompt_for(spec, task_metadata, kind)
+            out = [prompt + t for t in texts] if prompt else list(texts)
+            if self.prefix_fn is not None and kind != "document":
+                out = [self.prefix_fn(t, x, task_metadata, hf_split, hf_subset) for t, x in zip(texts, out)]
+            return out
         if kind == "document":
             return [spec.passage_prefix + t for t in texts] if spec.passage_prefix else list(texts)
         # queries, and the inputs of symmetric tasks (STS, classification, clustering: prompt_type None)

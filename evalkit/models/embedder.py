@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from evalkit.errors import EvalkitError
-from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, resolve_devices, resolve_dtype
+from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, load_dense, resolve_devices, resolve_dtype
 
 log = logging.getLogger("evalkit")
 COMMIT_EVERY = 1024  # texts encoded between two cache commits at most...
@@ -36,10 +36,12 @@ class Embedder:
         cache=None,
         model_id: str | None = None,
         revision: str | None = None,
+        lowercase: bool = False,
+        dense: Sequence[str] = (),
     ):
         from evalkit.models.loading import folder_revision, model_positions
 
-        if pooling not in POOLINGS:
+        if any(p not in POOLINGS for p in str(pooling).split("+")):
             raise EvalkitError(f"unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
         if batch_size is None or int(batch_size) < 1:
             raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
@@ -51,7 +53,9 @@ class Embedder:
             self.max_length = limit
         self.devices = resolve_devices(devices)
         self.dtype = resolve_dtype(dtype, self.devices[0])
-        self.config = CoreConfig(str(self.path), "embedder", self.dtype, int(batch_size), padding_side, trust_remote_code)
+        self.config = CoreConfig(str(self.path), "embedder", self.dtype, int(batch_size), padding_side, trust_remote_code, lowercase=bool(lowercase))
+        self.dense = tuple(dense)
+        self.head = EmbedHead(pooling, normalize, tuple(load_dense(self.path / d) for d in self.dense))
         self.cache = cache
         self.revision = revision or folder_revision(self.path)
         self.namespace_fields = {
@@ -64,6 +68,18 @@ class Embedder:
             "dtype": self.dtype,
             "padding_side": padding_side,
         }
+        # only where set, so that the caches made before these existed keep their keys
+        if lowercase:
+            self.namespace_fields["lowercase"] = True
+        if self.dense:
+            import hashlib
+
+            h = hashlib.sha256()
+            for w, b, act in self.head.dense:
+                h.update(w.tobytes())
+                h.update(b"" if b is None else b.tobytes())
+                h.update(act.encode())
+            self.namespace_fields["dense"] = [list(self.dense), h.hexdigest()[:16]]
         from evalkit.cache import namespace_key
 
         self.namespace = namespace_key(self.namespace_fields)
@@ -134,7 +150,7 @@ class Embedder:
         return self._run(feats, texts, batch_size)
 
     def _run(self, feats, texts: Sequence[str], batch_size: int | None) -> np.ndarray:
-        out = self.core.run(feats, EmbedHead(self.pooling, self.normalize), batch_size)
+        out = self.core.run(feats, self.head, batch_size)
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             raise EvalkitError(

@@ -26,7 +26,7 @@ log = logging.getLogger("evalkit")
 DTYPES = ("fp32", "fp16", "bf16")
 CPU_BATCH_TOKENS = 2048
 FETCH_BYTES = 64 << 20  # head outputs kept on the device before they are copied back together
-POOLINGS = ("cls", "mean", "last_token")
+POOLINGS = ("cls", "mean", "last_token", "max", "mean_sqrt_len_tokens", "weightedmean")  # "a+b": both, concatenated
 
 
 # ----------------------------------------------------------------------------- devices and dtypes
@@ -117,10 +117,12 @@ def is_oom(err: BaseException) -> bool:
 # ----------------------------------------------------------------------------- heads
 @dataclass(frozen=True)
 class EmbedHead:
-    """Pool the last hidden state and optionally L2-normalise (float32)."""
+    """Pool the last hidden state, apply sentence-transformers Dense layers (`dense`: (weight, bias,
+    activation name) as numpy / str, float32), optionally L2-normalise (float32)."""
 
     pooling: str = "cls"
     normalize: bool = True
+    dense: tuple = field(default=(), compare=False)
 
     def __call__(self, model, batch: dict) -> Any:
         import torch
@@ -128,9 +130,46 @@ class EmbedHead:
         out = model(**batch)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         vec = pool(hidden, batch["attention_mask"], self.pooling).float()
+        for weight, bias, activation in self.dense:
+            w = torch.from_numpy(weight).to(vec.device)
+            vec = torch.nn.functional.linear(vec, w, None if bias is None else torch.from_numpy(bias).to(vec.device))
+            vec = ACTIVATIONS[activation.rsplit(".", 1)[-1]](vec)
         if self.normalize:
             vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
         return vec
+
+
+def _activations():
+    import torch
+
+    return {"Tanh": torch.tanh, "Identity": lambda x: x, "ReLU": torch.relu, "GELU": torch.nn.functional.gelu, "Sigmoid": torch.sigmoid}
+
+
+class _Lazy(dict):
+    def __missing__(self, key):
+        self.update(_activations())
+        return dict.__getitem__(self, key)
+
+
+ACTIVATIONS = _Lazy()
+
+
+def load_dense(folder: Path) -> tuple:
+    """A sentence-transformers Dense module folder -> (weight, bias or None, activation name)."""
+    import json
+
+    import torch
+
+    cfg = json.loads((folder / "config.json").read_text())
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / "model.safetensors"))
+    else:
+        state = torch.load(str(folder / "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    w = state["linear.weight"].float().numpy()
+    b = state["linear.bias"].float().numpy() if "linear.bias" in state else None
+    return w, b, cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
 
 
 @dataclass(frozen=True)
@@ -161,10 +200,26 @@ class TokenLogitHead:
 
 
 def pool(hidden, mask, method: str):
+    """sentence-transformers' Pooling: one mode, or several joined by '+' (concatenated in that order)."""
     import torch
 
-    if method == "cls":
-        return hidden[:, 0]
+    if "+" in method:
+        return torch.cat([pool(hidden, mask, m) for m in method.split("+")], dim=-1)
+    if method == "max":
+        return hidden.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
+    if method == "mean_sqrt_len_tokens":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / torch.sqrt(m.sum(dim=1).clamp(min=1e-9))
+    if method == "weightedmean":  # positions 1..n of the real tokens (left padding shifts them)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        weights = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype).view(1, -1, 1)
+        weights = weights - mask.to(torch.int32).argmax(dim=1).view(-1, 1, 1).to(hidden.dtype)
+        wm = m * weights
+        return (hidden * wm).sum(dim=1) / wm.sum(dim=1).clamp(min=1e-9)
+    if method == "cls":  # the first real token (sentence-transformers' rule; left padding moves it)
+        if bool((mask[:, 0] == 1).all()):
+            return hidden[:, 0]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.to(torch.int32).argmax(dim=1)]
     if method == "mean":
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
@@ -188,6 +243,7 @@ class CoreConfig:
     padding_side: str | None = None
     trust_remote_code: bool = False
     max_batch_tokens: int | None = None  # rows x padded width per batch; None: CPU_BATCH_TOKENS on a CPU, no cap on a GPU
+    lowercase: bool = False  # sentence-transformers' do_lower_case: a Lowercase normaliser before the tokenizer's own
     stats: dict = field(default_factory=lambda: {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0, "seconds": 0.0})
 
 
@@ -204,7 +260,7 @@ class Core:
         self.device = self.devices[0]
         self.dtype = resolve_dtype(config.dtype, self.device)
         path = Path(config.path)
-        self.tokenizer = tokenizer or load_tokenizer(path, config.padding_side, config.trust_remote_code)
+        self.tokenizer = tokenizer or load_tokenizer(path, config.padding_side, config.trust_remote_code, config.lowercase)
         if config.padding_side is not None:
             self.tokenizer.padding_side = config.padding_side
         self.model = (model or load_network(path, config.kind, config.trust_remote_code)).eval()

@@ -46,7 +46,7 @@ def resolve_model_path(name_or_path: str, revision: str | None = None) -> Path:
         from huggingface_hub.errors import HFValidationError
     except ImportError as e:  # pragma: no cover - huggingface_hub ships with transformers
         raise EvalkitError(f"huggingface_hub is missing ({e}): pip install huggingface_hub") from e
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*_Dense/*", "*_Normalize/*"]
     try:
         local = snapshot_download(name_or_path, revision=revision, local_files_only=True, allow_patterns=patterns)
     except HFValidationError as e:
@@ -98,13 +98,15 @@ def read_json(path: Path) -> dict:
         return {}
 
 
-def load_tokenizer(path: Path, padding_side: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(path: Path, padding_side: str | None = None, trust_remote_code: bool = False, lowercase: bool = False):
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
         raise EvalkitError(f"cannot load the tokenizer of {path}: {type(e).__name__}: {e}") from e
+    if lowercase:
+        lowercase_tokenizer(tok, path)
     if padding_side is not None:
         tok.padding_side = padding_side
     if tok.pad_token_id is None:
@@ -113,6 +115,21 @@ def load_tokenizer(path: Path, padding_side: str | None = None, trust_remote_cod
         elif tok.unk_token is not None:
             tok.pad_token = tok.unk_token
     return tok
+
+
+def lowercase_tokenizer(tok, path) -> None:
+    """sentence-transformers' do_lower_case (its Transformer module): a Lowercase normaliser put before
+    the fast tokenizer's own, unless it already lower-cases."""
+    if not getattr(tok, "is_fast", False):
+        raise EvalkitError(f"{path}: do_lower_case needs a fast tokenizer (tokenizer.json)")
+    from tokenizers.normalizers import Lowercase, Sequence
+
+    backend = tok.backend_tokenizer
+    norm = backend.normalizer
+    text = repr(norm)
+    if "Lowercase" in text or "lowercase=True" in text:
+        return
+    backend.normalizer = Sequence([Lowercase()] + ([norm] if norm is not None else []))
 
 
 def load_network(path: Path, kind: str = "embedder", trust_remote_code: bool = False):

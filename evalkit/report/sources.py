@@ -24,7 +24,7 @@ from pathlib import Path
 from evalkit.errors import EvalkitError
 from evalkit.results import ResultRecord, scan
 
-FEWSHOT = re.compile(r"^fewshot-(\d+)(?:-|$)")
+FEWSHOT = re.compile(r"(?:^|-)fewshot-(\d+)(?:-|$)")  # also under another recipe: recipe-<name>-fewshot-3-...
 _NON_METRIC = {"hf_subset", "languages", "mteb_version", "model_revision", "evaluation_time"}
 
 
@@ -53,7 +53,7 @@ class Entry:
 
     @property
     def fewshot_k(self) -> int | None:
-        m = FEWSHOT.match(self.variant or "")
+        m = FEWSHOT.search(self.variant or "")
         return int(m.group(1)) if m else None
 
 

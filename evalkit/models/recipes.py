@@ -1,0 +1,285 @@
+"""Recipes: how a model's inputs become the vectors its published scores were made from.
+
+A recipe is the part of a ModelSpec that decides the vectors (pooling, max length, normalisation,
+Dense layers, lower-casing, the instruction or prompt of each input kind, examples), with the source
+of each value. Where it comes from:
+
+- a catalog name (`--model bge-base-en-v1.5`, or `--recipe bge-base-en-v1.5` on your own folder): the
+  catalog entry, which names the run whose published scores it reproduces (`recipe_source`);
+- `sentence-transformers`, the default for a folder or hub id outside the catalog: the folder's own
+  sentence-transformers files (evalkit/models/st_folder.py); a folder without them gets evalkit's
+  defaults ("defaults": CLS pooling, normalised, max length 512, as FlagEmbedding's FlagModel);
+- `mteb` / `mteb:HUB_ID`: mteb's own implementation of the model (what the leaderboard's re-runs use):
+  its ModelMeta's sentence-transformers loader with its `model_prompts`, over the folder's files.
+
+Flags (`--pooling`, `--max-length`, `--query-instruction`, ...) win over any recipe.
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+
+DATA = Path(__file__).resolve().parent / "recipe_data"
+FOLDER_RECIPES = ("sentence-transformers", "mteb")
+RECIPE_FIELDS = (
+    "kind", "pooling", "max_length", "normalize", "query_instruction", "instruction_types", "instruction_tasks",
+    "query_instruction_format", "query_prefix", "passage_prefix", "task_instructions", "padding_side", "instruction_map",
+    "examples", "lowercase", "dense", "prompts", "default_prompt", "similarity", "include_prompt", "recipe_source",
+)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__"))
+
+
+def with_recipe(spec, recipe: str):
+    """`spec` under the recipe named `recipe` (a catalog name, sentence-transformers, mteb, mteb:HUB_ID);
+    the folder recipes are finished by `resolve` once the model's folder is known."""
+    from evalkit.models.catalog import ALIASES, CATALOG
+
+    own = spec.recipe
+    key = ALIASES.get(recipe, recipe)
+    if key in CATALOG:
+        src = CATALOG[key]
+        spec = replace(spec, **{f: getattr(src, f) for f in RECIPE_FIELDS}, recipe=key,
+                       sources=tuple((f, f"recipe {key}") for f in ("pooling", "max_length", "normalize", "instruction")))
+    elif recipe in FOLDER_RECIPES or recipe.startswith("mteb:"):
+        spec = replace(spec, recipe=recipe)
+    else:
+        raise EvalkitError(f"unknown recipe {recipe!r}: use a catalog model's name (evalkit list models), sentence-transformers, mteb or mteb:HUB_ID")
+    if recipe != own and not (own is None and recipe == "sentence-transformers"):
+        spec = replace(spec, recipe_variant=f"recipe-{_slug(spec.recipe)}")
+    return spec
+
+
+def resolve(spec, path: Path):
+    """The spec with its recipe complete for the model folder `path`: a folder recipe read from the
+    folder's files (and mteb's ModelMeta), then the flags applied again (they win)."""
+    if spec.recipe is None or spec.recipe in FOLDER_RECIPES or spec.recipe.startswith("mteb:"):
+        spec = _from_folder(spec, Path(path))
+    if spec.flags:
+        spec = replace(spec, **dict(spec.flags), sources=_merge(spec.sources, {k: "flag" for k, _ in spec.flags}))
+    from evalkit.models.encoder import POOLINGS
+
+    if any(p not in POOLINGS for p in str(spec.pooling).split("+")):
+        raise EvalkitError(f"unknown pooling {spec.pooling!r}: use one of {', '.join(POOLINGS)}, or several joined by +")
+    return spec
+
+
+def _merge(sources, new: dict) -> tuple:
+    d = dict(sources)
+    d.update(new)
+    return tuple(d.items())
+
+
+def _from_folder(spec, path: Path):
+    from evalkit.models.loading import read_json
+    from evalkit.models.st_folder import read_folder
+
+    st = read_folder(path)
+    fields: dict = {}
+    sources: dict = {}
+    name = spec.recipe or ("sentence-transformers" if st is not None else "defaults")
+    if st is None:
+        if name != "defaults" and not name.startswith("mteb"):
+            raise EvalkitError(f"--recipe sentence-transformers: {path} has no modules.json (not a sentence-transformers folder)")
+        fields.update(pooling="cls", normalize=True)
+        sources.update(pooling="evalkit default (no sentence-transformers files)", normalize="evalkit default")
+    else:
+        for f, (value, src) in st.items():
+            fields[f] = value
+            sources[f] = src
+    if "max_length" not in fields:  # sentence-transformers without max_seq_length: the tokenizer's; evalkit's default: 512
+        n = read_json(path / "tokenizer_config.json").get("model_max_length") if st is not None else None
+        if isinstance(n, (int, float)) and 0 < n < 1_000_000:
+            fields["max_length"], sources["max_length"] = int(n), "tokenizer_config.json model_max_length"
+        else:
+            fields["max_length"], sources["max_length"] = 512, "evalkit default"
+    source = f"the folder's sentence-transformers config ({path.name})" if st is not None else "evalkit's defaults"
+    # sentence-transformers keeps a query and a document prompt, empty unless the folder gives them
+    folder_prompts = {"query": "", "document": "", **dict(fields.get("prompts") or ())}
+    if name.startswith("mteb"):
+        hub = name[5:] if name.startswith("mteb:") else spec.hub_id
+        fields["prompts"], how = mteb_prompts(hub, folder_prompts, spec.name)
+        sources["prompts"] = how
+        source = f"mteb's implementation of {hub} ({how}) over {source}"
+    elif st is not None:
+        fields["prompts"] = tuple(sorted(folder_prompts.items()))
+    fields.setdefault("similarity", "cosine")
+    # a folder recipe decides everything: nothing of evalkit's instruction rule is left over
+    fields.update(query_instruction=None, query_prefix="", passage_prefix="", instruction_tasks=None, instruction_map=None,
+                  examples=None, task_instructions=spec.kind == "icl-embedder" and spec.task_instructions)
+    fields.setdefault("dense", ())
+    fields.setdefault("lowercase", False)
+    fields.setdefault("include_prompt", True)
+    fields.setdefault("default_prompt", None)
+    return replace(spec, **fields, recipe=name, recipe_source=source, sources=_merge(spec.sources, sources))
+
+
+def mteb_prompts(hub_id: str | None, folder_prompts: dict, model_name: str) -> tuple[tuple, str]:
+    """The prompts mteb 2.26's implementation gives the model: its ModelMeta's `model_prompts` where it
+    has some (they replace the folder's, sentence-transformers' empty query and document prompts too),
+    else the folder's (mteb's _resolve_model_prompts)."""
+    if not hub_id:
+        raise EvalkitError(f"--recipe mteb needs the model's hub id to find mteb's implementation: {model_name} has none; use --recipe mteb:HUB_ID")
+    import mteb
+
+    try:
+        meta = mteb.get_model_meta(hub_id)
+    except Exception:
+        meta = None
+    if meta is None:
+        raise EvalkitError(f"mteb has no implementation of {hub_id}: use --recipe sentence-transformers (the folder's own config)")
+    loader = getattr(meta.loader, "__name__", str(meta.loader))
+    if meta.loader is not None and loader != "SentenceTransformerEncoderWrapper":
+        raise EvalkitError(f"mteb runs {hub_id} through its own {loader}; evalkit reproduces mteb's sentence-transformers loader only")
+    given = dict((meta.loader_kwargs or {}).get("model_prompts") or {})
+    if given:
+        return tuple(sorted((str(k), str(v)) for k, v in given.items())), f"mteb ModelMeta {hub_id} model_prompts"
+    return tuple(sorted(folder_prompts.items())), "the folder's prompts (mteb's ModelMeta gives none)"
+
+
+# ----------------------------------------------------------------------------- instructions
+@functools.cache
+def _instruction_table(name: str) -> dict:
+    f = DATA / name / "instructions_full.json"
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EvalkitError(f"the instruction table of recipe {name} ({f}) cannot be read: {e}") from e
+
+
+def mapped_instruction(table: str, task_name: str, task_type: str, type_default: bool = True) -> str | None:
+    """FlagEmbedding's get_task_def_by_task_name_and_type over the table: by type and name, the
+    CQADupstack sub-forums, then (with `type_default`) the type-level default (STS, Summarization,
+    BitextMining)."""
+    d = _instruction_table(table)
+    if task_name in (d.get(task_type) or {}):
+        return d[task_type][task_name]
+    for group, value in d.items():  # a name listed under another type (mteb moved some tasks between types)
+        if not group.startswith("_") and task_name in value:
+            return value[task_name]
+    if task_name.lower().startswith("cqadupstack"):
+        sub = d.get("_cqadupstack_subsets") or {}
+        return sub.get(task_name) or next(iter(sub.values()), None)
+    return (d.get("_type_level_defaults") or {}).get(task_type) if type_default else None
+
+
+def instruction_for(spec, task_name: str, task_type: str, task_instruction: str | None = None) -> str | None:
+    """The instruction a query (or a symmetric input, for an instruction-following model) of this task
+    gets under `spec`'s recipe, or None: the recipe's own table, then the task's `instruction:` (for a
+    model that follows task instructions), then the recipe's query instruction where its rule applies."""
+    if spec.prompts is not None:
+        return None  # a prompt recipe: see prompt_for
+    if spec.instruction_map:  # the task's own entry in the recipe's table, else the task's, else the table's type default
+        found = mapped_instruction(spec.instruction_map, task_name, task_type, type_default=False)
+        if found:
+            return found
+    if spec.task_instructions and task_instruction:
+        return task_instruction
+    if spec.instruction_map:
+        found = mapped_instruction(spec.instruction_map, task_name, task_type)
+        if found:
+            return found
+    if spec.query_instruction and task_type in spec.instruction_types:
+        if spec.instruction_tasks is None or any(fnmatch.fnmatchcase(task_name, p) for p in spec.instruction_tasks):
+            return spec.query_instruction
+    return None
+
+
+def prompt_for(spec, task_metadata, prompt_type: str | None) -> str:
+    """The prompt text that plain mteb 2.26 with sentence-transformers puts before an input: mteb's
+    get_prompt_name over the model's prompts (validated as mteb validates them); where it finds none,
+    mteb passes no prompt and sentence-transformers falls back: encode_query to a `query` prompt,
+    encode_document to a `document` prompt, and encode (or those two without theirs) to the default prompt."""
+    from mteb.models.abs_encoder import get_prompt_name
+    from mteb.types import PromptType
+
+    prompts = dict(spec.prompts or ())
+    name = get_prompt_name(_valid_prompts(tuple(spec.prompts or ())), task_metadata, PromptType(prompt_type) if prompt_type else None)
+    if name is not None:
+        return prompts[name] or ""
+    if prompt_type in ("query", "document") and prompt_type in prompts:
+        return prompts[prompt_type] or ""
+    if spec.default_prompt is not None:
+        return prompts.get(spec.default_prompt) or ""
+    return ""
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_prompts(prompts: tuple) -> dict:
+    from mteb.models.abs_encoder import AbsEncoder
+
+    valid, _ = AbsEncoder.validate_task_to_prompt_name(dict(prompts), raise_for_invalid_keys=False)
+    return dict(valid or {})
+
+
+# ----------------------------------------------------------------------------- examples
+def examples_file(spec, task_name: str) -> Path | None:
+    """The recipe's own few-shot examples of a task (bge-en-icl: research/llm_dense_retriever/examples),
+    or None: `<Task>.json`, CQADupstack's sub-forums sharing CQADupstackRetrieval.json."""
+    if not spec.examples:
+        return None
+    folder = DATA / spec.examples / "mteb-examples"
+    name = "CQADupstackRetrieval" if task_name.lower().startswith("cqadupstack") else task_name
+    f = folder / f"{name}.json"
+    return f if f.is_file() else None
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the record
+def describe(spec, task_name: str | None = None, task_type: str | None = None, task_instruction: str | None = None) -> dict:
+    """The recipe as the result file's `evalkit.recipe` records it (and the run prints it)."""
+    d = {
+        "name": spec.recipe or "defaults",
+        "source": spec.recipe_source or None,
+        "pooling": spec.pooling,
+        "max_length": spec.max_length,
+        "normalize": spec.normalize,
+        "similarity": spec.similarity,
+    }
+    if spec.dense:
+        d["dense"] = list(spec.dense)
+    if spec.lowercase:
+        d["lowercase"] = True
+    if task_name is not None:
+        d["inputs"] = inputs_of(spec, task_name, task_type, task_instruction)
+        f = examples_file(spec, task_name)
+        if f is not None:
+            d["examples"] = {"file": f"{spec.examples}/{f.parent.name}/{f.name}", "sha256": file_hash(f), "count": len(json.loads(f.read_text()))}
+    d["sources"] = dict(spec.sources) or None
+    return d
+
+
+def inputs_of(spec, task_name: str, task_type: str, task_instruction: str | None = None) -> dict:
+    """What goes before each input kind of the task: {"query": ..., "document": ...} ("" for nothing)."""
+    if spec.prompts is not None:
+        meta = _Meta(task_name, task_type)
+        if task_type in ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking"):
+            return {"query": prompt_for(spec, meta, "query"), "document": prompt_for(spec, meta, "document")}
+        return {"input": prompt_for(spec, meta, None)}
+    instr = instruction_for(spec, task_name, task_type, task_instruction)
+    fmt = spec.query_instruction_format
+    retrieval = task_type in ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")
+    q = fmt.format(instr, "").rstrip("\n") if instr is not None else spec.query_prefix
+    if retrieval:
+        return {"query": q, "document": spec.passage_prefix}
+    symmetric = q if (instr is None or spec.task_instructions) else spec.query_prefix
+    return {"input": symmetric}
+
+
+class _Meta:
+    """The two fields of an mteb TaskMetadata that prompt selection reads."""
+
+    def __init__(self, name: str, type_: str):
+        self.name, self.type = name, type_
