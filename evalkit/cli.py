@@ -228,9 +228,14 @@ def cmd_list(args) -> int:
         for s in Registry().all_specs():
             print(f"{s.name:45s} {s.type:20s} {s.source:6s} {Path(s.origin).name}")
     else:
+        import mteb
+
         reg = Registry()
         for name, s in reg.suites.items():
             print(f"{name:16s} {len(s['tasks']):3d} tasks  ({s['file']})")
+        for b in mteb.get_benchmarks():  # --suite takes these names too
+            text = sum(list(t.metadata.modalities) == ["text"] for t in b.tasks)
+            print(f"{b.name:16s} {text:3d} tasks  (mteb {mteb.__version__}'s benchmark{f', {len(b.tasks) - text} non-text left out' if text < len(b.tasks) else ''})")
     return 0
 
 

@@ -94,11 +94,43 @@ class Registry:
         return [s for specs in self.by_file.values() for s in specs.values()]
 
     def suite(self, name: str) -> list[TaskSpec]:
+        """evalkit's suite `name` (tasks/*.yaml), else mteb's benchmark of that name."""
         if name not in self.suites:
-            raise EvalkitError(f"unknown suite {name!r}: known suites are {', '.join(sorted(self.suites))}")
+            specs = self.mteb_benchmark(name)
+            if specs is None:
+                raise EvalkitError(
+                    f"unknown suite {name!r}: evalkit's suites are {', '.join(sorted(self.suites))}, "
+                    "and mteb's benchmarks are named as mteb.get_benchmarks() spells them, e.g. 'MTEB(eng, v2)' (evalkit list suites)"
+                )
+            return specs
         s = self.suites[name]
         specs = self.by_file[s["file"]]
         return [mirrored(specs[t]) if t in specs else self.task(t) for t in s["tasks"]]
+
+    def mteb_benchmark(self, name: str) -> list[TaskSpec] | None:
+        """The text tasks of mteb's benchmark `name` with mteb's own selection (each task's version, its
+        subsets and splits), a task registered here keeping its instruction and few-shot pool; None when
+        mteb has no such benchmark. Tasks that are not text alone are left out, named in one line."""
+        import mteb
+
+        try:
+            bench = mteb.get_benchmark(name)
+        except Exception:
+            return None
+        specs, other = [], []
+        for t in bench.tasks:
+            meta = t.metadata
+            if list(meta.modalities) != ["text"]:
+                other.append(meta.name)
+                continue
+            subsets = list(t.hf_subsets) if meta.is_multilingual else None
+            base = self._named(meta.name) or TaskSpec(name=meta.name, type=meta.type, source="hub", origin="mteb")
+            specs.append(mirrored(replace(base, subsets=subsets, eval_splits=list(t.eval_splits), origin=base.origin or f"mteb benchmark {name}")))
+        if other:
+            log.warning("%s: %d task%s not text alone, left out: %s", name, len(other), "s are" if len(other) > 1 else " is", ", ".join(other))
+        if not specs:
+            raise EvalkitError(f"mteb's benchmark {name!r} has no text-only task: evalkit evaluates text models")
+        return specs
 
     def task(self, name_or_dir: str) -> TaskSpec:
         """A task folder written as a path (`./X`, `dir/X`, `/abs/X`, `~/X`), else a registered task
