@@ -241,10 +241,17 @@ def test_bge_recipe_equals_the_authors_runner(tiny_bert, recipe, normalize, inst
 
 def test_mteb_recipe_gives_mteb_prompts(tiny_bert):
     """--recipe mteb:BAAI/bge-base-en-v1.5: mteb's model_prompts (every query, ArguAna's and reranking's
-    too; nothing on symmetric inputs) over the folder's files (here none: evalkit's defaults)."""
+    too; nothing on symmetric inputs) over the folder's files (here none: what SentenceTransformer builds
+    for a plain folder, mean pooling, not normalised; its vectors are sentence-transformers')."""
+    from sentence_transformers import SentenceTransformer
+
     from evalkit.models.recipes import inputs_of
 
     spec = resolve_model(get_spec(str(tiny_bert), recipe="mteb:BAAI/bge-base-en-v1.5")).spec
+    assert (spec.pooling, spec.normalize) == ("mean", False)
+    ref = SentenceTransformer(str(tiny_bert), device="cpu").encode(TEXTS, prompt=BGE_EN, convert_to_numpy=True)
+    np.testing.assert_allclose(evalkit_vectors(get_spec(str(tiny_bert), recipe="mteb:BAAI/bge-base-en-v1.5"), TEXTS,
+                                               Meta("ArguAna", "Retrieval"), "query"), ref, atol=1e-5)
     assert inputs_of(spec, "ArguAna", "Retrieval") == {"query": BGE_EN, "document": ""}
     assert inputs_of(spec, "AskUbuntuDupQuestions", "Reranking")["query"] == BGE_EN
     assert inputs_of(spec, "STS12", "STS") == {"input": ""}

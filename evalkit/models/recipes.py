@@ -8,7 +8,8 @@ of each value. Where it comes from:
   catalog entry, which names the run whose published scores it reproduces (`recipe_source`);
 - `sentence-transformers`, the default for a folder or hub id outside the catalog: the folder's own
   sentence-transformers files (evalkit/models/st_folder.py); a folder without them gets evalkit's
-  defaults ("defaults": CLS pooling, normalised, max length 512, as FlagEmbedding's FlagModel);
+  defaults ("defaults": CLS pooling, normalised, max length 512, as FlagEmbedding's FlagModel), or,
+  asked for by name, what SentenceTransformer(folder) builds for it (mean pooling, not normalised);
 - `mteb` / `mteb:HUB_ID`: mteb's own implementation of the model (what the leaderboard's re-runs use):
   its ModelMeta's sentence-transformers loader with its `model_prompts`, over the folder's files.
 
@@ -87,17 +88,20 @@ def _from_folder(spec, path: Path):
     fields: dict = {}
     sources: dict = {}
     name = spec.recipe or ("sentence-transformers" if st is not None else "defaults")
-    if st is None:
-        if name != "defaults" and not name.startswith("mteb"):
-            raise EvalkitError(f"--recipe sentence-transformers: {path} has no modules.json (not a sentence-transformers folder)")
+    as_st = st is not None or name != "defaults"  # sentence-transformers (and so mteb) loads a plain folder too
+    if st is None and name == "defaults":
         fields.update(pooling="cls", normalize=True)
         sources.update(pooling="evalkit default (no sentence-transformers files)", normalize="evalkit default")
+    elif st is None:  # what SentenceTransformer(folder) builds for a plain transformers folder
+        fields.update(pooling="mean", normalize=False)
+        sources.update(pooling="sentence-transformers' default for a folder without modules.json (mean)",
+                       normalize="sentence-transformers' default (no Normalize)")
     else:
         for f, (value, src) in st.items():
             fields[f] = value
             sources[f] = src
     if "max_length" not in fields:  # sentence-transformers without max_seq_length: the tokenizer's; evalkit's default: 512
-        n = read_json(path / "tokenizer_config.json").get("model_max_length") if st is not None else None
+        n = read_json(path / "tokenizer_config.json").get("model_max_length") if as_st else None
         if isinstance(n, (int, float)) and 0 < n < 1_000_000:
             fields["max_length"], sources["max_length"] = int(n), "tokenizer_config.json model_max_length"
         else:
@@ -110,7 +114,7 @@ def _from_folder(spec, path: Path):
         fields["prompts"], how = mteb_prompts(hub, folder_prompts, spec.name)
         sources["prompts"] = how
         source = f"mteb's implementation of {hub} ({how}) over {source}"
-    elif st is not None:
+    elif as_st:
         fields["prompts"] = tuple(sorted(folder_prompts.items()))
     fields.setdefault("similarity", "cosine")
     # a folder recipe decides everything: nothing of evalkit's instruction rule is left over
