@@ -165,6 +165,15 @@ def test_flags_win_over_the_folder(tiny_bert, tmp_path):
     assert dict(spec.sources)["pooling"] == "flag" and dict(spec.sources)["normalize"] == "modules.json Normalize"
 
 
+def test_query_instruction_flag_is_a_prompt_recipes_query_prompt(tiny_bert, tmp_path):
+    from evalkit.models.recipes import inputs_of
+
+    folder = st_folder(tiny_bert, tmp_path / "st", "mean", True, prompts={"query": "q: ", "document": "d: "})
+    spec = resolve_model(get_spec(str(folder), query_instruction="Find: ")).spec
+    assert inputs_of(spec, "SciFact", "Retrieval") == {"query": "Find: ", "document": "d: "}
+    assert inputs_of(spec, "STS12", "STS") == {"input": ""}
+
+
 def test_minilm_folder_is_read_as_its_catalog_entry(minilm_path):
     by_folder = resolve_model(get_spec(str(minilm_path))).spec
     by_name = resolve_model(get_spec("all-MiniLM-L6-v2")).spec

@@ -67,6 +67,10 @@ def resolve(spec, path: Path):
         spec = _from_folder(spec, Path(path))
     if spec.flags:
         spec = replace(spec, **dict(spec.flags), sources=_merge(spec.sources, {k: "flag" for k, _ in spec.flags}))
+        if spec.prompts is not None and spec.query_instruction is not None:  # a prompt recipe: the flag is its query prompt
+            prompts = {**dict(spec.prompts), "query": spec.query_instruction}
+            spec = replace(spec, prompts=tuple(sorted(prompts.items())), query_instruction=None,
+                           sources=_merge(spec.sources, {"prompts": "flag --query-instruction as the query prompt"}))
     from evalkit.models.encoder import POOLINGS
 
     if any(p not in POOLINGS for p in str(spec.pooling).split("+")):
