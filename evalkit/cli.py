@@ -112,21 +112,11 @@ def cmd_run(args) -> int:
 
 
 def recipe_lines(plan) -> list[str]:
-    """One line per embedder: the recipe it is encoded with and where it came from."""
-    from evalkit.models.recipes import describe
+    """One line per embedder of the plan: its recipe and where it came from."""
+    from evalkit.models.recipes import summary
 
-    out, seen = [], set()
-    for u in plan.units:
-        spec = u.model.spec
-        if u.role == "rerank" or spec in seen:
-            continue
-        seen.add(spec)
-        d = describe(spec)
-        extra = f", Dense {'+'.join(d['dense'])}" if d.get("dense") else ""
-        extra += ", lower-cased" if d.get("lowercase") else ""
-        out.append(f"recipe of {spec.name}: {d['name']} ({d['pooling']} pooling, max length {d['max_length']}, "
-                   f"{'normalised' if d['normalize'] else 'not normalised'}, {d['similarity']}{extra}): {d['source'] or 'evalkit defaults'}")
-    return out
+    specs = dict.fromkeys(u.model.spec for u in plan.units if u.role != "rerank")
+    return [summary(spec) for spec in specs]
 
 
 def variant_runs(outcomes) -> dict:

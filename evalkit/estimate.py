@@ -196,7 +196,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines.append(fmt(head))
     lines += [fmt(r) for r in rows]
-    lines += recipe_lines(plan)
+    lines += task_recipe_lines(plan)
     for name, rate in est.rates.items():
         lines.append(f"{name}: {rate:,.0f} tokens/s measured here on a sample of this run's texts")
     known = [e.seconds for e in est.units if e.seconds is not None]
@@ -207,7 +207,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recipe_lines(plan: Plan) -> list[str]:
+def task_recipe_lines(plan: Plan) -> list[str]:
     """Per embedder and task: what goes before each input kind under its recipe, and the examples a
     few-shot setting takes (the authors' file, with its count, or the task's pool)."""
     from evalkit.models.recipes import describe

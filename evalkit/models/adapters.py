@@ -82,36 +82,14 @@ class EmbeddingAdapter:
         return (pairwise_dot_score if self.spec.similarity == "dot" else pairwise_cos_sim)(embeddings1, embeddings2)
 
     # -- input formatting
-    def instruction_for(self, task_metadata) -> str | None:
-        """The instruction a query of this task gets under the model's recipe, or None."""
-        from evalkit.models.recipes import instruction_for
-
-        name = task_metadata.name
-        return instruction_for(self.spec, name, task_metadata.type, self.task_instructions.get(name))
-
     def format_inputs(self, texts: list[str], task_metadata, prompt_type, *, hf_split: str = "", hf_subset: str = "") -> list[str]:
-        spec = self.spec
-        kind = _prompt_kind(prompt_type)
-        if spec.prompts is not None:  # a sentence-transformers / mteb recipe: the prompt plain mteb would give
-            from evalkit.models.recipes import prompt_for
+        """The model inputs: the recipe's prefix (evalkit.models.recipes.input_prefix), then the few-shot
+        prefixer on every input but documents."""
+        from evalkit.models.recipes import input_prefix
 
-            prompt = prompt_for(spec, task_metadata, kind)
-            out = [prompt + t for t in texts] if prompt else list(texts)
-            if self.prefix_fn is not None and kind != "document":
-                out = [self.prefix_fn(t, x, task_metadata, hf_split, hf_subset) for t, x in zip(texts, out)]
-            return out
-        if kind == "document":
-            return [spec.passage_prefix + t for t in texts] if spec.passage_prefix else list(texts)
-        # queries, and the inputs of symmetric tasks (STS, classification, clustering: prompt_type None)
-        instr = None
-        if kind == "query" or task_metadata.type not in ("Retrieval", "Reranking", "InstructionRetrieval"):
-            instr = self.instruction_for(task_metadata)
-            if instr is not None and not spec.task_instructions and kind != "query":
-                instr = None  # a BGE-style retrieval instruction is for queries only
-        out = []
-        for t in texts:
-            x = spec.query_instruction_format.format(instr, t) if instr is not None else spec.query_prefix + t
-            if self.prefix_fn is not None:
-                x = self.prefix_fn(t, x, task_metadata, hf_split, hf_subset)
-            out.append(x)
+        kind = _prompt_kind(prompt_type)
+        prefix = input_prefix(self.spec, task_metadata, kind, self.task_instructions.get(task_metadata.name))
+        out = [prefix + t for t in texts] if prefix else list(texts)
+        if self.prefix_fn is not None and kind != "document":
+            out = [self.prefix_fn(t, x, task_metadata, hf_split, hf_subset) for t, x in zip(texts, out)]
         return out

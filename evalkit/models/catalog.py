@@ -180,7 +180,8 @@ def get_spec(name_or_path: str, recipe: str | None = None, **overrides) -> Model
     if recipe is not None:
         from evalkit.models.recipes import with_recipe
 
-        spec = with_recipe(spec, recipe)
+        named = ALIASES.get(recipe, recipe)
+        spec = with_recipe(spec, recipe, CATALOG.get(named))
     if overrides:
         spec = replace(spec, **overrides, flags=tuple(sorted(overrides.items())))
     return spec

@@ -76,8 +76,8 @@ class Embedder:
 
             h = hashlib.sha256()
             for w, b, act in self.head.dense:
-                h.update(w.tobytes())
-                h.update(b"" if b is None else b.tobytes())
+                h.update(w.numpy().tobytes())
+                h.update(b"" if b is None else b.numpy().tobytes())
                 h.update(act.encode())
             self.namespace_fields["dense"] = [list(self.dense), h.hexdigest()[:16]]
         from evalkit.cache import namespace_key

@@ -117,12 +117,14 @@ def is_oom(err: BaseException) -> bool:
 # ----------------------------------------------------------------------------- heads
 @dataclass(frozen=True)
 class EmbedHead:
-    """Pool the last hidden state, apply sentence-transformers Dense layers (`dense`: (weight, bias,
-    activation name) as numpy / str, float32), optionally L2-normalise (float32)."""
+    """Pool the last hidden state, apply sentence-transformers Dense layers (`dense`: (weight, bias or
+    None, activation name), float32 CPU tensors, moved to each device once), optionally L2-normalise
+    (float32)."""
 
     pooling: str = "cls"
     normalize: bool = True
     dense: tuple = field(default=(), compare=False)
+    _on_device: dict = field(default_factory=dict, compare=False, repr=False)  # device -> the dense layers there
 
     def __call__(self, model, batch: dict) -> Any:
         import torch
@@ -130,28 +132,34 @@ class EmbedHead:
         out = model(**batch)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         vec = pool(hidden, batch["attention_mask"], self.pooling).float()
-        for weight, bias, activation in self.dense:
-            w = torch.from_numpy(weight).to(vec.device)
-            vec = torch.nn.functional.linear(vec, w, None if bias is None else torch.from_numpy(bias).to(vec.device))
-            vec = ACTIVATIONS[activation.rsplit(".", 1)[-1]](vec)
+        if self.dense:
+            if vec.device not in self._on_device:
+                self._on_device[vec.device] = [(w.to(vec.device), None if b is None else b.to(vec.device), activation(a))
+                                               for w, b, a in self.dense]
+            for w, b, act in self._on_device[vec.device]:
+                vec = act(torch.nn.functional.linear(vec, w, b))
         if self.normalize:
             vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
         return vec
 
 
-def _activations():
+# the torch.nn activations a sentence-transformers Dense layer may end in, by the class path its config names
+ACTIVATIONS = {
+    "torch.nn.modules.activation.Tanh": "Tanh", "torch.nn.Tanh": "Tanh", "torch.nn.modules.linear.Identity": "Identity",
+    "torch.nn.Identity": "Identity", "torch.nn.modules.activation.ReLU": "ReLU", "torch.nn.ReLU": "ReLU",
+    "torch.nn.modules.activation.GELU": "GELU", "torch.nn.GELU": "GELU", "torch.nn.modules.activation.Sigmoid": "Sigmoid",
+    "torch.nn.Sigmoid": "Sigmoid",
+}
+
+
+def activation(name: str):
+    """A Dense layer's activation function, by the class path of ACTIVATIONS its config names."""
     import torch
 
-    return {"Tanh": torch.tanh, "Identity": lambda x: x, "ReLU": torch.relu, "GELU": torch.nn.functional.gelu, "Sigmoid": torch.sigmoid}
-
-
-class _Lazy(dict):
-    def __missing__(self, key):
-        self.update(_activations())
-        return dict.__getitem__(self, key)
-
-
-ACTIVATIONS = _Lazy()
+    if name not in ACTIVATIONS:
+        raise EvalkitError(f"activation {name!r} is not one evalkit reproduces ({', '.join(sorted(set(ACTIVATIONS.values())))})")
+    return {"Tanh": torch.tanh, "Identity": lambda x: x, "ReLU": torch.relu, "GELU": torch.nn.functional.gelu,
+            "Sigmoid": torch.sigmoid}[ACTIVATIONS[name]]
 
 
 def load_dense(folder: Path) -> tuple:
@@ -167,8 +175,8 @@ def load_dense(folder: Path) -> tuple:
         state = load_file(str(folder / "model.safetensors"))
     else:
         state = torch.load(str(folder / "pytorch_model.bin"), map_location="cpu", weights_only=True)
-    w = state["linear.weight"].float().numpy()
-    b = state["linear.bias"].float().numpy() if "linear.bias" in state else None
+    w = state["linear.weight"].float()
+    b = state["linear.bias"].float() if "linear.bias" in state else None
     return w, b, cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
 
 

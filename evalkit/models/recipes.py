@@ -29,6 +29,8 @@ from evalkit.errors import EvalkitError
 
 DATA = Path(__file__).resolve().parent / "recipe_data"
 FOLDER_RECIPES = ("sentence-transformers", "mteb")
+# what a folder's files leave unsaid
+FOLDER_DEFAULTS = {"similarity": "cosine", "dense": (), "lowercase": False, "include_prompt": True, "default_prompt": None}
 RECIPE_FIELDS = (
     "kind", "pooling", "max_length", "normalize", "query_instruction", "instruction_types", "instruction_tasks",
     "query_instruction_format", "query_prefix", "passage_prefix", "task_instructions", "padding_side", "instruction_map",
@@ -40,22 +42,20 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__"))
 
 
-def with_recipe(spec, recipe: str):
-    """`spec` under the recipe named `recipe` (a catalog name, sentence-transformers, mteb, mteb:HUB_ID);
-    the folder recipes are finished by `resolve` once the model's folder is known."""
-    from evalkit.models.catalog import ALIASES, CATALOG
-
+def with_recipe(spec, recipe: str, catalog_spec=None):
+    """`spec` under the recipe named `recipe`: `catalog_spec`'s (the catalog entry of that name, which
+    evalkit.models.catalog.get_spec looks up), or a folder recipe (sentence-transformers, mteb,
+    mteb:HUB_ID), finished by `resolve` once the model's folder is known."""
     own = spec.recipe
-    key = ALIASES.get(recipe, recipe)
-    if key in CATALOG:
-        src = CATALOG[key]
+    if catalog_spec is not None:
+        src, key = catalog_spec, catalog_spec.name
         spec = replace(spec, **{f: getattr(src, f) for f in RECIPE_FIELDS}, recipe=key,
                        sources=tuple((f, f"recipe {key}") for f in ("pooling", "max_length", "normalize", "instruction")))
     elif recipe in FOLDER_RECIPES or recipe.startswith("mteb:"):
         spec = replace(spec, recipe=recipe)
     else:
         raise EvalkitError(f"unknown recipe {recipe!r}: use a catalog model's name (evalkit list models), sentence-transformers, mteb or mteb:HUB_ID")
-    if recipe != own and not (own is None and recipe == "sentence-transformers"):
+    if spec.recipe != own and not (own is None and spec.recipe == "sentence-transformers"):
         spec = replace(spec, recipe_variant=f"recipe-{_slug(spec.recipe)}")
     return spec
 
@@ -120,14 +120,9 @@ def _from_folder(spec, path: Path):
         source = f"mteb's implementation of {hub} ({how}) over {source}"
     elif as_st:
         fields["prompts"] = tuple(sorted(folder_prompts.items()))
-    fields.setdefault("similarity", "cosine")
-    # a folder recipe decides everything: nothing of evalkit's instruction rule is left over
-    fields.update(query_instruction=None, query_prefix="", passage_prefix="", instruction_tasks=None, instruction_map=None,
-                  examples=None, task_instructions=spec.kind == "icl-embedder" and spec.task_instructions)
-    fields.setdefault("dense", ())
-    fields.setdefault("lowercase", False)
-    fields.setdefault("include_prompt", True)
-    fields.setdefault("default_prompt", None)
+    # a folder recipe decides everything: nothing of a catalog recipe's instruction rule is left over
+    fields.update(query_instruction=None, query_prefix="", passage_prefix="", instruction_tasks=None, instruction_map=None, examples=None)
+    fields = {**FOLDER_DEFAULTS, **fields}
     return replace(spec, **fields, recipe=name, recipe_source=source, sources=_merge(spec.sources, sources))
 
 
@@ -269,21 +264,41 @@ def describe(spec, task_name: str | None = None, task_type: str | None = None, t
     return d
 
 
+QUERY_DOCUMENT_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval")  # a query side and a document side
+
+
+def input_prefix(spec, task_metadata, kind: str | None, task_instruction: str | None = None) -> str:
+    """What the recipe puts before an input of `kind` (query, document, or None: a symmetric task's
+    input) of the task: the prompt plain mteb would give (a prompt recipe); else a document's passage
+    prefix, the instruction where the recipe's rule puts one (a BGE-style retrieval instruction on
+    queries only), or the query prefix. Every instruction format puts the text last."""
+    if spec.prompts is not None:
+        return prompt_for(spec, task_metadata, kind)
+    if kind == "document":
+        return spec.passage_prefix
+    instr = None
+    if kind == "query" or task_metadata.type not in QUERY_DOCUMENT_TYPES:
+        instr = instruction_for(spec, task_metadata.name, task_metadata.type, task_instruction)
+        if instr is not None and not spec.task_instructions and kind != "query":
+            instr = None  # a BGE-style retrieval instruction is for queries only
+    return spec.query_instruction_format.format(instr, "") if instr is not None else spec.query_prefix
+
+
+def summary(spec) -> str:
+    """One line: the recipe `spec` encodes with and where it came from (the run prints it)."""
+    d = describe(spec)
+    extra = f", Dense {'+'.join(d['dense'])}" if d.get("dense") else ""
+    extra += ", lower-cased" if d.get("lowercase") else ""
+    return (f"recipe of {spec.name}: {d['name']} ({d['pooling']} pooling, max length {d['max_length']}, "
+            f"{'normalised' if d['normalize'] else 'not normalised'}, {d['similarity']}{extra}): {d['source'] or 'evalkit defaults'}")
+
+
 def inputs_of(spec, task_name: str, task_type: str, task_instruction: str | None = None) -> dict:
     """What goes before each input kind of the task: {"query": ..., "document": ...} ("" for nothing)."""
-    if spec.prompts is not None:
-        meta = _Meta(task_name, task_type)
-        if task_type in ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking"):
-            return {"query": prompt_for(spec, meta, "query"), "document": prompt_for(spec, meta, "document")}
-        return {"input": prompt_for(spec, meta, None)}
-    instr = instruction_for(spec, task_name, task_type, task_instruction)
-    fmt = spec.query_instruction_format
-    retrieval = task_type in ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")
-    q = fmt.format(instr, "").rstrip("\n") if instr is not None else spec.query_prefix
-    if retrieval:
-        return {"query": q, "document": spec.passage_prefix}
-    symmetric = q if (instr is None or spec.task_instructions) else spec.query_prefix
-    return {"input": symmetric}
+    meta = _Meta(task_name, task_type)
+    if task_type in QUERY_DOCUMENT_TYPES + ("InstructionReranking",):
+        return {kind: input_prefix(spec, meta, kind, task_instruction) for kind in ("query", "document")}
+    return {"input": input_prefix(spec, meta, None, task_instruction)}
 
 
 class _Meta:

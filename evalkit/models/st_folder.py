@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.models.encoder import ACTIVATIONS
 
 # sentence-transformers' pooling mode names -> evalkit's, in the order Pooling concatenates them
 POOLING_MODES = {
@@ -32,9 +33,6 @@ LEGACY_POOLING_KEYS = {
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-ACTIVATIONS = ("torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity", "torch.nn.modules.activation.ReLU",
-               "torch.nn.modules.activation.GELU", "torch.nn.modules.activation.Sigmoid", "torch.nn.Tanh", "torch.nn.Identity",
-               "torch.nn.ReLU", "torch.nn.GELU", "torch.nn.Sigmoid")
 SIMILARITIES = ("cosine", "dot")
 
 
@@ -108,7 +106,7 @@ def read_folder(path: Path) -> dict | None:
             dcfg = _json(folder / "config.json")
             act = dcfg.get("activation_function", "torch.nn.modules.activation.Tanh")
             if act not in ACTIVATIONS:
-                raise EvalkitError(f"{folder}/config.json: activation {act!r} is not one evalkit reproduces ({', '.join(a.rsplit('.', 1)[-1] for a in ACTIVATIONS[:5])})")
+                raise EvalkitError(f"{folder}/config.json: activation {act!r} is not one evalkit reproduces ({', '.join(sorted(set(ACTIVATIONS.values())))})")
             if not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
                 raise EvalkitError(f"Dense module {folder} has no weights (model.safetensors or pytorch_model.bin)")
             dense.append(str(m.get("path")))
