@@ -352,6 +352,10 @@ def _quiet() -> None:
     # huggingface_hub's bars, and transformers' (it reads this at import): nothing here imports transformers
     # just to quiet it, since a fully cached run never loads it
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (a notebook, a test): it read the variable then
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     for name in ("mteb", "transformers", "datasets", "sentence_transformers", "huggingface_hub", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
