@@ -12,7 +12,7 @@ TORCH   ?= torch==2.13.0
 # published reference rows for `make report`, when the shared data folder is beside the project
 PUBLISHED ?= $(wildcard ../shared/data/published_scores.json)
 
-.PHONY: install eval test report bench bench-gpu clean browser
+.PHONY: install eval test test-full report bench bench-gpu clean browser
 
 $(BIN)/evalkit: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest -q -x $(ARGS)
+
+# the same suite on all of the real data (README: what the default run cuts)
+test-full: install browser
+	EVALKIT_FULL_SUITES=1 $(BIN)/python -m pytest -q -x $(ARGS)
 
 report: install
 	$(BIN)/evalkit report --format md --out reports/leaderboard $(if $(PUBLISHED),--with-published $(PUBLISHED)) $(ARGS)

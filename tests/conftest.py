@@ -126,14 +126,31 @@ def isolated_cache(tmp_path, monkeypatch):
     return tmp_path / "evalkit-cache"
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    from evalkit.tasks import data_root
+@pytest.fixture(scope="session", autouse=True)
+def offline_data(tmp_path_factory):
+    """The session's data root: ../shared/data with SciFact cut to its slice (tests/offline_run.py),
+    set as EVALKIT_DATA for this process, its subprocesses and Ray workers; under
+    EVALKIT_FULL_SUITES=1 the real folder as it is."""
+    from tests.offline_run import FULL, REAL_DATA, offline_data_root
 
-    root = data_root()
-    if root is None:
+    if FULL or REAL_DATA is None:
+        yield REAL_DATA
+        return
+    root = offline_data_root(REAL_DATA, tmp_path_factory.mktemp("offline-data"))
+    before = os.environ.get("EVALKIT_DATA")
+    os.environ["EVALKIT_DATA"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("EVALKIT_DATA", None)
+    else:
+        os.environ["EVALKIT_DATA"] = before
+
+
+@pytest.fixture(scope="session")
+def shared_data(offline_data) -> Path:
+    if offline_data is None:
         pytest.fail("../shared/data is missing: the integration tests need the real data beside the project")
-    return root
+    return offline_data
 
 
 def write_jsonl(path: Path, rows) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from evalkit import BGEM3FlagModel, EvalkitError
+from tests.offline_run import SCIFACT
 
 DATA = Path(__file__).resolve().parent / "data" / "m3"
 MODEL = DATA / "model"
@@ -374,7 +375,7 @@ def test_scifact_in_every_mode(tmp_path, capsys):
     # one network pass per text for the modes: the sparse unit's pass kept every output, so ColBERT
     # and the hybrid take theirs from it (the hybrid [1, 0, 0] needs none: the run file's scores)
     work = {name: json.loads(p.read_text())["evalkit"]["work"] for name, p in runs.items()}
-    assert work["m3-sparse"]["encoded_texts"] == 5183 + 300
+    assert work["m3-sparse"]["encoded_texts"] == SCIFACT["docs"] + 300  # the session's SciFact (tests/offline_run.py)
     assert all(w["encoded_texts"] == 0 for name, w in work.items() if name != "m3-sparse"), work
     assert work["m3-colbert-top100"]["cached_texts"] == work["m3-hybrid-0.4-0.2-0.4-top100"]["cached_texts"] > 300
     table, tests = text.split("## Compare")[1].split("### Paired significance (vs dense")

@@ -13,6 +13,7 @@ import pytest
 
 from evalkit import FlagLLMReranker, FlagReranker
 from evalkit.errors import EvalkitError
+from tests.offline_run import SCIFACT
 
 PAIRS = [
     ("what is a protein", "a protein is a gene product in the cell"),
@@ -438,10 +439,10 @@ def test_scifact_first_stage_and_run_file(scifact_two_stage):
 
     s = scifact_two_stage
     fo, o = s["out"]
-    assert fo.status == "done" and fo.encoded + fo.cached == 5183 + 300
+    assert fo.status == "done" and fo.encoded + fo.cached == SCIFACT["docs"] + 300
     # the first stage is the ordinary result: right folder, published score
     assert fo.path.parent == s["root"] / "results" / s["first"].spec.result_name / s["first"].revision
-    assert fo.scores["test/default"] == pytest.approx(0.6451, abs=5e-4)
+    assert fo.scores["test/default"] == pytest.approx(SCIFACT["score"] / 100, abs=5e-4)
     # its run file: beside the result, exactly 100 candidates for each of the 300 queries, best first
     assert o.unit.run_file() == fo.path.parent / "SciFact.run_top100.json" and o.run_file == "SciFact.run_top100.json"
     assert o.encoded == 0  # the run file encoded nothing: the vectors came from the cache
@@ -474,7 +475,7 @@ def test_scifact_reranked_by_mteb_over_the_candidates(scifact_two_stage):
     doc = json.loads(r.path.read_text())
     fs = doc["evalkit"]["first_stage"]
     assert fs["model"] == "all-MiniLM-L6-v2" and fs["top_k"] == 100 and fs["run_file"].endswith("SciFact.run_top100.json")
-    assert fs["main_scores"]["test/default"] == pytest.approx(0.6451, abs=5e-4)
+    assert fs["main_scores"]["test/default"] == pytest.approx(SCIFACT["score"] / 100, abs=5e-4)
     assert doc["scores"]["test"][0]["previous_results_model_meta"]["model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
     # mteb handed the reranker exactly the run file's candidates: 300 x 100 pairs
     run = json.loads(r.unit.run_file().read_text())["run"]["default"]["test"]
@@ -547,9 +548,9 @@ def test_second_reranker_reuses_the_first_stage(scifact_two_stage, tiny_decoder,
     lines = cap.out.strip().splitlines()
     assert lines[0].split() == ["task", "model", "[variant]", "main", "score", "published", "vs", "0-shot/dense", "vs", "first", "stage"]
     first_row, rr_row = lines[1].split(), lines[2].split()
-    assert first_row[:3] == ["SciFact", "all-MiniLM-L6-v2", "64.51"]
+    assert first_row[:3] == ["SciFact", "all-MiniLM-L6-v2", f"{SCIFACT['score']:.2f}"]
     assert rr_row[2] == "[rerank-sentence-transformers__all-MiniLM-L6-v2-top10]"
-    assert float(rr_row[-1]) == pytest.approx(float(rr_row[3]) - 64.51, abs=0.011)
+    assert float(rr_row[-1]) == pytest.approx(float(rr_row[3]) - SCIFACT["score"], abs=0.011)
     assert "SciFact.run_top100.json (reused)" in cap.err and "already done" in cap.err
     rdir = Path(opts.output) / s["rr"].result_name
     assert len(list(rdir.glob("*/experiments/rerank-sentence-transformers__all-MiniLM-L6-v2-top10/SciFact.json"))) == 1

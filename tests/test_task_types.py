@@ -21,47 +21,20 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_jsonl
+from tests.offline_run import N_NEG, REAL_DATA, doc_text  # N_NEG TF-IDF negatives per query: 300 queries, ~1,800 candidate pairs
+from tests.offline_run import scifact_candidates as scifact_candidates_of
 
-N_NEG = 5  # TF-IDF negatives per query: 300 queries, ~1,800 candidate pairs
 MAX_LEN = 64  # tokens: keeps the tiny models' pairs quick
 METRICS = ("map_at_1000", "mrr_at_10", "ndcg_at_10", "recall_at_1", "precision_at_3")
 
 
 # ----------------------------------------------------------------------------- SciFact as reranking data
-def doc_text(d: dict) -> str:
-    """A document as mteb's retrieval reads it (title and text joined): the rows layout holds this text."""
-    return (d.get("title", "") + " " + d["text"]).strip() if d.get("title") else d["text"]
-
-
 @pytest.fixture(scope="module")
-def scifact_candidates(shared_data):
+def scifact_candidates():
     """SciFact's judged test queries with candidates: relevant documents, then the top N_NEG
-    non-relevant ones by TF-IDF cosine (a lexical first stage), best first."""
-    import csv
-
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    src = shared_data / "SciFact"
-    corpus = [json.loads(line) for line in (src / "corpus.jsonl").open(encoding="utf-8")]
-    queries = {str(q["_id"]): q["text"] for q in map(json.loads, (src / "queries.jsonl").open(encoding="utf-8"))}
-    qrels: dict[str, dict[str, int]] = {}
-    with (src / "qrels" / "test.tsv").open(encoding="utf-8") as f:
-        for row in list(csv.reader(f, delimiter="\t"))[1:]:
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    ids = [str(d["_id"]) for d in corpus]
-    vec = TfidfVectorizer(sublinear_tf=True, stop_words="english")
-    docs = vec.fit_transform([doc_text(d) for d in corpus])
-    qids = sorted(qrels, key=int)
-    sims = (vec.transform([queries[q] for q in qids]) @ docs.T).toarray()
-    cands = {}
-    for i, q in enumerate(qids):
-        order = np.argsort(-sims[i], kind="stable")
-        pos = [d for d, s in qrels[q].items() if s > 0]
-        neg = [ids[j] for j in order if ids[j] not in qrels[q]][:N_NEG]
-        cands[q] = (pos, neg)
-    by_id = {str(d["_id"]): d for d in corpus}
-    return {"corpus": by_id, "queries": queries, "qrels": qrels, "candidates": cands}
+    non-relevant ones by TF-IDF cosine over the whole corpus (a lexical first stage), best first.
+    The session's SciFact slice holds exactly these documents (tests/offline_run.py)."""
+    return scifact_candidates_of(REAL_DATA / "SciFact", N_NEG)
 
 
 def first(sc, n: int) -> dict:
