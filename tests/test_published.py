@@ -289,3 +289,25 @@ def test_own_runs_sit_beside_published_rows(tmp_path, other_model):
     assert tasks["me/my-checkpoint"][head.index("STS12")] == "77.12"
     html = (tmp_path / "html" / "lb-html.html").read_text()
     assert "<h2>Published sources</h2>" in html and '<td class="source">external' in html
+
+
+def test_cmteb_card_shows_both_averages(card_tables):
+    """The card prints two averages under one heading: its v1.5 rows average all 35 datasets (the
+    `Avg` column, checked against the card by test_card_value), its older rows C-MTEB's original 31.
+    Every published row shows both: `Avg of 31 (C-MTEB v1)` is the mean over the cmteb suite's 31 tasks,
+    without the card's four additions, rounded as the card's tool rounds."""
+    from evalkit.report.benchmarks import load_benchmark
+    from evalkit.tasks import Registry
+
+    bench = load_benchmark("cmteb-card")
+    cols = {c.name: c for c in bench.columns}
+    v1 = cols["Avg of 31 (C-MTEB v1)"]
+    assert v1.tasks == [s.name for s in Registry().suite("cmteb")] and len(v1.tasks) == 31
+    assert set(cols["Avg"].tasks) - set(v1.tasks) == {"STS22", "AmazonReviewsClassification", "MassiveIntentClassification",
+                                                      "MassiveScenarioClassification"}
+    head, rows = card_tables["cmteb-card"]
+    for vals in CARD["cmteb-card"].values():
+        row = row_of(rows, vals["results_folder"].replace("__", "/"))
+        avg, avg31 = row[column_of(head, "Avg")], row[column_of(head, "Avg of 31 (C-MTEB v1)")]
+        assert avg == f"{vals['Average']:.2f}" and avg31 != avg, (avg, avg31)
+        assert float(avg31) > 0 and "(" not in avg31  # complete: all 31 tasks have a published file

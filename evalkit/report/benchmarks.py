@@ -111,6 +111,7 @@ def load_benchmark(name: str) -> Benchmark:
         tasks = [str(t) for t in b["tasks"]]
     else:
         tasks = []
+    suite_tasks = list(tasks)  # `tasks: suite` in a column: these, without add_tasks
     # tasks beyond the suite's: {Task: {type: T, subsets: [...]}}
     for t, spec in (b.get("add_tasks") or {}).items():
         spec = spec or {}
@@ -135,6 +136,10 @@ def load_benchmark(name: str) -> Benchmark:
             raise EvalkitError(f"{where}: a column has no name")
         if c.get("tasks") == "all":
             ctasks = None  # filled below, once every task is known
+        elif c.get("tasks") == "suite":
+            if not b.get("suite"):
+                raise EvalkitError(f"{where}: column {cname!r} has `tasks: suite` but the benchmark names no suite")
+            ctasks = list(suite_tasks)
         elif c.get("tasks"):
             ctasks = [str(t) for t in c["tasks"]]
         elif c.get("type"):
