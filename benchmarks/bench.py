@@ -77,7 +77,7 @@ def worker_floor(task_names: list[str], cache_dir: Path, out: Path) -> None:
     import numpy as np
     from mteb.similarity_functions import cos_sim, pairwise_cos_sim
 
-    from evalkit.evaluate import Models, avoid_sentence_transformers_import
+    from evalkit.evaluation import Models, avoid_sentence_transformers_import
     from evalkit.models.adapters import build_model_meta
     from evalkit.models.catalog import get_spec
     from evalkit.plan import Settings, resolve_model

@@ -59,7 +59,7 @@ def scores_of(folder: Path) -> dict:
 SEARCH_CHILD = r"""
 import json, sys
 from pathlib import Path
-from evalkit.evaluate import Job, Models, evaluate_unit
+from evalkit.evaluation import Job, Models, evaluate_unit
 from evalkit.models.catalog import get_spec
 from evalkit.plan import Settings, make_plan
 from evalkit.tasks import Registry

@@ -16,15 +16,6 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _model_spec(args):
-    from evalkit.models.catalog import get_spec
-
-    return get_spec(
-        args.model, recipe=getattr(args, "recipe", None), pooling=args.pooling, max_length=args.max_length,
-        query_instruction=args.query_instruction, revision=args.revision, trust_remote_code=args.trust_remote_code or None,
-    )
-
-
 def _task_specs(args):
     from evalkit.tasks import Registry
 
@@ -39,42 +30,26 @@ def _task_specs(args):
     return [reg.task(n) for n in names]
 
 
-def settings_of(args):
-    from evalkit.plan import Settings
-
-    return Settings(
-        output=Path(args.output), overwrite=args.overwrite, batch_size=args.batch_size, dtype=args.dtype,
-        device=args.device, use_cache=not args.no_cache, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        seed=args.seed, search=getattr(args, "search", None) or "auto",
-    )
-
-
 def plan_of(args):
-    """The run as data, every input checked (evalkit/plan.py); nothing written yet."""
-    from evalkit.fewshot import settings_from_args
-    from evalkit.models.catalog import get_spec
-    from evalkit.models.m3_search import parse_m3_modes
-    from evalkit.plan import make_plan
+    """The run as data, every input checked (evalkit.api.plan); nothing written yet."""
+    from evalkit import api
 
-    settings = settings_of(args)
-    spec = _model_spec(args)
-    if args.reranker and args.first_stage:
-        raise EvalkitError("give --reranker (with an embedder as --model) or --first-stage (with a reranker as --model), not both")
-    if args.ray_workers is not None and args.ray is None:
-        raise EvalkitError("--ray-workers sets the actors of --ray: add --ray")
-    fewshot = settings_from_args(args, spec)
-    specs = _task_specs(args)
-    return make_plan(
-        spec, specs, settings, kind=args.kind, fewshot=fewshot,
-        reranker=get_spec(args.reranker) if args.reranker else None,
-        first_stage=get_spec(args.first_stage) if args.first_stage else None, top_k=args.top_k,
-        m3_modes=parse_m3_modes(args.m3_mode) if args.m3_mode else None,
+    if args.fewshot is not None and args.fewshot_compare:
+        raise EvalkitError("give --fewshot K or --fewshot-compare K1,K2,..., not both")
+    api.check_ray(args.ray, args.ray_workers)
+    return api.plan(
+        args.model, _task_specs(args), output=args.output, fewshot=args.fewshot if args.fewshot is not None else args.fewshot_compare,
+        selector=args.selector, selector_model=args.selector_model, reranker=args.reranker, first_stage=args.first_stage,
+        top_k=args.top_k, m3_modes=args.m3_mode, kind=args.kind, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+        cache=not args.no_cache, cache_dir=args.cache_dir, seed=args.seed, overwrite=args.overwrite, search=args.search,
+        recipe=args.recipe, pooling=args.pooling, max_length=args.max_length, query_instruction=args.query_instruction,
+        revision=args.revision, trust_remote_code=args.trust_remote_code or None, dry_run=args.dry_run,
     )
 
 
 def cmd_run(args) -> int:
+    from evalkit import api
     from evalkit.progress import Progress
-    from evalkit.run import execute
 
     plan = plan_of(args)
     if args.dry_run:
@@ -85,19 +60,10 @@ def cmd_run(args) -> int:
     for note in plan.notes:
         print(f"evalkit: {note}", file=sys.stderr)
     progress = Progress()
-    executor = None
-    if args.ray is not None:  # the same plan, its units on a Ray cluster (evalkit/executors.py)
-        from evalkit.executors import RayExecutor, import_ray
-
-        import_ray()
-        kw = {} if args.ray_shard_above is None else {"shard_above": args.ray_shard_above}
-        executor = RayExecutor(plan.settings, address=args.ray, workers=args.ray_workers, throwaway_cache=plan.throwaway_cache, **kw).start()
     try:
-        outcomes = execute(plan, executor, progress)
+        outcomes = api.run(plan, ray=args.ray, ray_workers=args.ray_workers, ray_shard_above=args.ray_shard_above, progress=progress).outcomes
     finally:
         progress.close()
-        if executor is not None:
-            executor.close()
     if any(o.status != "failed" for o in outcomes):
         print_outcomes(outcomes)
         for line in recipe_lines(plan):  # what made these vectors, as each result file records it (evalkit.recipe)

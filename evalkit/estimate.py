@@ -21,6 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from evalkit.errors import EvalkitError
 from evalkit.plan import Plan, Unit
 
 SAMPLE = 256
@@ -71,7 +72,7 @@ def _inputs(unit: Unit, task, adapter) -> list[str]:
 
 
 def estimate(plan: Plan) -> Estimate:
-    from evalkit.evaluate import Models
+    from evalkit.evaluation import Models
     from evalkit.models.adapters import EmbeddingAdapter
     from evalkit.results import read_result
     from evalkit.tasks import build_task
@@ -95,8 +96,14 @@ def estimate(plan: Plan) -> Estimate:
             if not settings.overwrite and read_result(u.path) is not None:
                 e.done, e.seconds = True, 0.0
                 continue
+            if u.task.name in plan.unreadable:
+                continue
             if u.task.name not in tasks:
-                tasks[u.task.name] = build_task(u.task)
+                try:
+                    tasks[u.task.name] = _loaded(u.task, build_task(u.task))
+                except EvalkitError as err:
+                    plan.unreadable[u.task.name] = str(err)
+                    continue
             task = tasks[u.task.name]
             if u.role in ("embed", "m3"):
                 emb = models.embedder(u.model)
@@ -135,6 +142,18 @@ def estimate(plan: Plan) -> Estimate:
     finally:
         models.close()
     return est
+
+
+def _loaded(ts, task):
+    """A hub task with its data loaded (mteb loads them when it runs): one line when they cannot be had."""
+    if ts.source == "hub" and not getattr(task, "data_loaded", False):
+        from evalkit.tasks.hub import hub_load_error
+
+        try:
+            task.load_data()
+        except Exception as e:
+            raise hub_load_error(ts, e) from e
+    return task
 
 
 def _m3_done(m3, unit: Unit, distinct: list[str], passes: dict) -> set[int]:
@@ -190,6 +209,9 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
         if e.done:
             rows.append((e.unit.label, "-", "-", "-", "-", "-", "done"))
             continue
+        if e.unit.task.name in plan.unreadable:
+            rows.append((e.unit.label, "-", "-", "-", "-", "-", "no data"))
+            continue
         sec = "?" if e.seconds is None else hms(e.seconds)
         rows.append((e.unit.label, str(e.texts), str(e.distinct), str(e.cached), f"{e.tokens:,}", str(e.pairs or "-"), sec))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
@@ -197,6 +219,9 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     lines.append(fmt(head))
     lines += [fmt(r) for r in rows]
     lines += task_recipe_lines(plan)
+    if plan.unreadable:
+        lines.append(f"{len(plan.unreadable)} task{'s' if len(plan.unreadable) > 1 else ''} cannot be read here (a run stops at the first):")
+        lines += [f"  {message}" for message in plan.unreadable.values()]
     for name, rate in est.rates.items():
         lines.append(f"{name}: {rate:,.0f} tokens/s measured here on a sample of this run's texts")
     known = [e.seconds for e in est.units if e.seconds is not None]

@@ -1,6 +1,6 @@
 """Where units run: `LocalExecutor` (this process) or `RayExecutor` (model actors on a Ray cluster).
 
-Both take jobs (evalkit/evaluate.py Job: a unit and its inputs) with `submit` and hand back
+Both take jobs (evalkit/evaluation.py Job: a unit and its inputs) with `submit` and hand back
 `(job, Evaluation | EvalkitError)` with `next`, in any order; evalkit/run.py, the one loop, decides
 what is ready and writes every result. Every unit kind runs on either: embedders, in-context models,
 rerankers (cross-encoder and LLM), few-shot settings and two-stage runs.
@@ -140,7 +140,7 @@ class LocalExecutor:
     """Units one after the other in this process, on one model pool."""
 
     def __init__(self, settings, progress=None, throwaway_cache: bool = False):
-        from evalkit.evaluate import Models
+        from evalkit.evaluation import Models
 
         self.settings, self.progress = settings, progress
         self.models = Models(settings, progress, throwaway_cache)
@@ -151,7 +151,7 @@ class LocalExecutor:
         self._queue.append((job, position))
 
     def next(self):
-        from evalkit.evaluate import evaluate_unit
+        from evalkit.evaluation import evaluate_unit
 
         job, position = self._queue.pop(0)
         if self.progress is not None:
@@ -170,7 +170,7 @@ class ModelWorker:
     """A model pool on one device (a Ray actor; a plain object in tests): evaluates any unit."""
 
     def __init__(self, settings, num_threads: int | None = None, throwaway_cache: bool = False):
-        from evalkit.evaluate import Models
+        from evalkit.evaluation import Models
 
         self.settings = settings
         self.pid = os.getpid()
@@ -216,7 +216,7 @@ class ModelWorker:
     def evaluate(self, job, meta: dict, *shards):
         """Evaluate one unit; returns ("done", Evaluation) or ("failed", message). `shards`: (lo, hi),
         vectors, (lo, hi), vectors, ... of a pre-encoded corpus, stored in this worker's cache where missing."""
-        from evalkit.evaluate import evaluate_unit
+        from evalkit.evaluation import evaluate_unit
 
         self.current = job.unit.label
         shards = [(*shards[j], shards[j + 1]) for j in range(0, len(shards), 2)]

@@ -145,6 +145,7 @@ class Plan:
     units: list[Unit]
     settings: Settings
     notes: list[str] = field(default_factory=list)  # what the plan left out and why, for the user
+    unreadable: dict = field(default_factory=dict)  # a dry run's tasks whose data cannot be had here: name -> the one line
 
     @property
     def folders(self) -> list[Path]:
@@ -220,7 +221,7 @@ def make_plan(
     first_stage=None,
     top_k: int = 100,
     m3_modes: list[M3Mode] | None = None,
-    check_data: bool = True,
+    check_data: bool | str = True,
 ) -> Plan:
     """The units of `model` (a ModelSpec) on `task_specs`, with few-shot settings and a reranker.
 
@@ -353,13 +354,15 @@ def make_plan(
 
     plan = Plan(units, settings, notes)
     if check_data:
-        check_tasks(plan)
+        check_tasks(plan, collect=check_data == "collect")
     return plan
 
 
-def check_tasks(plan: Plan) -> None:
+def check_tasks(plan: Plan, collect: bool = False) -> None:
     """Read and validate every task's data (and its few-shot pool where a setting needs one), and
-    resolve every selector model: what can be wrong with the input fails here, before a model loads."""
+    resolve every selector model: what can be wrong with the input fails here, before a model loads.
+    `collect` (a dry run): a task whose data cannot be had is noted in plan.unreadable, one line each,
+    and the others are still checked."""
     from evalkit.fewshot import authors_examples, build_pools
     from evalkit.models.catalog import get_spec
     from evalkit.tasks import build_task
@@ -368,8 +371,16 @@ def check_tasks(plan: Plan) -> None:
     pooled: set[str] = set()
     for u in plan.units:
         ts = u.task
+        if ts.name in plan.unreadable:
+            continue
         if ts.name not in tasks:
-            tasks[ts.name] = build_task(ts)  # reads and checks local data; a hub task checks that the hub is usable
+            try:
+                tasks[ts.name] = build_task(ts)  # reads and checks local data; a hub task checks that the hub is usable
+            except EvalkitError as e:
+                if not collect:
+                    raise
+                plan.unreadable[ts.name] = str(e)
+                continue
         st = u.fewshot
         if st is not None and st.k > 0 and (ts.name, st.selector == "authors") not in pooled:
             pooled.add((ts.name, st.selector == "authors"))

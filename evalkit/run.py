@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.evaluate import Evaluation, Job
+from evalkit.evaluation import Evaluation, Job
 from evalkit.plan import Plan, Unit
 from evalkit.results import atomic_write_json, main_scores, read_result
 

@@ -233,7 +233,7 @@ def test_catalog_and_run_plan_entry_points():
     assert not is_multi_function(get_spec("bge-small-en-v1.5"))
     local = get_spec(str(MODEL), max_length=64)
     assert is_multi_function(local)
-    from evalkit.evaluate import Models
+    from evalkit.evaluation import Models
     from evalkit.plan import Settings, resolve_model
 
     models = Models(Settings(batch_size=4, use_cache=False))
@@ -275,7 +275,7 @@ def test_two_devices_and_oom_back_off(encoded, ref):
 
 # ----------------------------------------------------------------------------- the run plan's modes
 def _search_inputs(tmp_path):
-    from evalkit.evaluate import Models
+    from evalkit.evaluation import Models
     from evalkit.models.adapters import EmbeddingAdapter
     from evalkit.models.catalog import get_spec
     from evalkit.plan import Settings, resolve_model

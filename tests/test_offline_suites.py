@@ -64,7 +64,7 @@ def test_resumed_run_equals_a_clean_run(killed_offline_en, tmp_path):
         assert main_scores(a[task]) == main_scores(b[task]), task
     # every vector came from the cache: nothing encoded, and transformers never even imported, so no
     # model loaded; nor sentence-transformers, whose classes mteb.evaluate asks about
-    # (evalkit.evaluate.avoid_sentence_transformers_import), nor transformers to quiet it (cli._quiet)
+    # (evalkit.evaluation.avoid_sentence_transformers_import), nor transformers to quiet it (cli._quiet)
     assert p.stderr.count("(0 texts encoded") == len(quick), p.stderr[-3000:]
     assert p.stderr.rstrip().endswith("imported:"), p.stderr[-300:]
 

@@ -140,7 +140,7 @@ def test_bounded_search_gives_mteb_scores_on_a_task(tiny_bert, tmp_path, monkeyp
 def test_pre_encoded_corpus_is_not_encoded_again(tiny_bert, tmp_path):
     """corpus_texts() gives exactly the document texts mteb asks for: once they are in the cache, the
     evaluation encodes only the queries."""
-    from evalkit.evaluate import Job, Models, evaluate_unit
+    from evalkit.evaluation import Job, Models, evaluate_unit
     from evalkit.executors import corpus_texts
     from evalkit.models.adapters import EmbeddingAdapter
     from evalkit.plan import make_plan

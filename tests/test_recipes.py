@@ -58,7 +58,7 @@ def st_folder(base: Path, dest: Path, pooling="mean", normalize=False, dense=Fal
 
 
 def evalkit_vectors(spec, texts, task=Meta("STS12", "STS"), prompt_type=None, tmp=None):
-    from evalkit.evaluate import Models
+    from evalkit.evaluation import Models
     from evalkit.models.adapters import EmbeddingAdapter
     from evalkit.plan import Settings
 

@@ -63,10 +63,12 @@ class FlagModel:
     ):
         from evalkit.models.encoder import resolve_devices
 
+        self.model_name_or_path = str(model_name_or_path)  # as FlagEmbedding keeps it (evalkit.evaluate reads it)
         path, spec = _model_path(model_name_or_path)
         devs = resolve_devices(devices)
         dtype = flag_dtype(dtype, use_fp16, devs[0])
         self.query_instruction_for_retrieval = query_instruction_for_retrieval
+        self.pooling_method, self.normalize_embeddings, self.max_length = pooling_method, normalize_embeddings, max_length
         self.query_instruction_format = query_instruction_format
         self.batch_size = batch_size
         self.embedder = Embedder(

@@ -187,6 +187,7 @@ class FlagICLModel:
         from evalkit.models.encoder import resolve_devices
         from evalkit.models.flag import _model_path, flag_dtype
 
+        self.model_name_or_path = str(model_name_or_path)  # as FlagEmbedding keeps it (evalkit.evaluate reads it)
         path, spec = _model_path(model_name_or_path)
         devs = resolve_devices(devices)
         dtype = flag_dtype(dtype, use_fp16, devs[0])

@@ -373,6 +373,7 @@ class BGEM3FlagModel:
         for name, v in (("batch size", batch_size), ("query_max_length", query_max_length), ("passage_max_length", passage_max_length)):
             if v is None or int(v) < 1:
                 raise EvalkitError(f"{name} must be a positive integer, got {v!r}")
+        self.model_name_or_path = str(model_name_or_path)  # as FlagEmbedding keeps it (evalkit.evaluate reads it)
         path, spec = _model_path(str(model_name_or_path))
         self.path = Path(path)
         self.repo_id = (spec.hub_id if spec else None) or (None if Path(str(model_name_or_path)).expanduser().exists() else str(model_name_or_path))

@@ -190,6 +190,7 @@ class _Reranker:
             raise EvalkitError(f"batch size must be a positive integer, got {batch_size!r}")
         if max_length is None or int(max_length) < 1:
             raise EvalkitError(f"max_length must be a positive integer, got {max_length!r}")
+        self.model_name_or_path = str(model_name_or_path)  # as FlagEmbedding keeps it (evalkit.evaluate reads it)
         path, spec = _model_path(str(model_name_or_path))
         self.path = Path(path)
         self.devices = resolve_devices(devices)

@@ -34,6 +34,11 @@ def build_task(spec: TaskSpec):
         from evalkit.tasks.air_bench import build as build_air_bench
 
         return build_air_bench(spec)
+    if spec.source == "object":  # an mteb task object given as it is (evalkit.evaluate): its own data
+        task = spec.task_object
+        if not task.data_loaded:
+            task.load_data()
+        return task
     if spec.source == "hub":
         if not hub_offline_mode() and not hub_reachable():
             raise EvalkitError(

@@ -34,7 +34,7 @@ def data_root() -> Path | None:
 class TaskSpec:
     name: str
     type: str
-    source: str = "local"  # local | hub
+    source: str = "local"  # local | hub | air-bench | object
     mteb_task: str | None = None
     data_dir: Path | None = None
     subsets: list[str] | None = None
@@ -43,6 +43,7 @@ class TaskSpec:
     fewshot: dict = field(default_factory=dict)
     air_bench: dict | None = None  # source: air-bench (evalkit/air_bench.py)
     origin: str = ""
+    task_object: object = field(default=None, repr=False, compare=False)  # source: object (an mteb task given as it is)
 
     @property
     def mteb_name(self) -> str:
@@ -108,28 +109,40 @@ class Registry:
         return [mirrored(specs[t]) if t in specs else self.task(t) for t in s["tasks"]]
 
     def mteb_benchmark(self, name: str) -> list[TaskSpec] | None:
-        """The text tasks of mteb's benchmark `name` with mteb's own selection (each task's version, its
-        subsets and splits), a task registered here keeping its instruction and few-shot pool; None when
-        mteb has no such benchmark. Tasks that are not text alone are left out, named in one line."""
+        """The text tasks of mteb's benchmark `name` with mteb's own selection (mteb_tasks); None when
+        mteb has no such benchmark."""
         import mteb
 
         try:
             bench = mteb.get_benchmark(name)
         except Exception:
             return None
+        return self.mteb_tasks(list(bench.tasks), f"mteb benchmark {name}")
+
+    def mteb_tasks(self, tasks: list, origin: str) -> list[TaskSpec]:
+        """mteb task objects -> specs with mteb's own selection (each task's version, subsets and splits).
+        A task that mteb registers under its name runs by that name: a task registered here keeps its
+        instruction and few-shot pool, and a mirror under the data root is read offline. Any other
+        object (mteb's mock tasks, a user's own class) runs as it is. Tasks that are not text alone are
+        left out, named in one line; none left is an error."""
         specs, other = [], []
-        for t in bench.tasks:
+        for t in tasks:
             meta = t.metadata
             if list(meta.modalities) != ["text"]:
                 other.append(meta.name)
                 continue
+            if not registered(t):
+                specs.append(TaskSpec(name=meta.name, type=meta.type, source="object", task_object=t, origin=origin))
+                continue
             subsets = list(t.hf_subsets) if meta.is_multilingual else None
             base = self._named(meta.name) or TaskSpec(name=meta.name, type=meta.type, source="hub", origin="mteb")
-            specs.append(mirrored(replace(base, subsets=subsets, eval_splits=list(t.eval_splits), origin=base.origin or f"mteb benchmark {name}")))
+            specs.append(mirrored(replace(base, subsets=subsets, eval_splits=list(t.eval_splits), origin=base.origin or origin)))
+        if other and not specs:
+            raise EvalkitError(f"{origin}: {', '.join(other)} {'are' if len(other) > 1 else 'is'} not text alone: evalkit evaluates text models")
         if other:
-            log.warning("%s: %d task%s not text alone, left out: %s", name, len(other), "s are" if len(other) > 1 else " is", ", ".join(other))
+            log.warning("%s: %d task%s not text alone, left out: %s", origin, len(other), "s are" if len(other) > 1 else " is", ", ".join(other))
         if not specs:
-            raise EvalkitError(f"mteb's benchmark {name!r} has no text-only task: evalkit evaluates text models")
+            raise EvalkitError(f"{origin} has no task")
         return specs
 
     def task(self, name_or_dir: str) -> TaskSpec:
@@ -170,6 +183,16 @@ class Registry:
         except Exception:
             return None
         return mirrored(TaskSpec(name=name, type=t.metadata.type, source="hub", origin="mteb"))
+
+
+def registered(task) -> bool:
+    """Whether mteb's registry gives this very task (its class) under the task's name."""
+    import mteb
+
+    try:
+        return type(mteb.get_task(task.metadata.name)) is type(task)
+    except Exception:
+        return False
 
 
 def is_path(name: str) -> bool:
