@@ -23,20 +23,14 @@ def model_spec(model, *, recipe=None, pooling=None, max_length=None, query_instr
                trust_remote_code=None, normalize=None):
     """A catalog name, hub id, folder (str or Path), ModelSpec, or FlagEmbedding-style object ->
     its ModelSpec; the keywords are flags and win over any recipe."""
-    from evalkit.models.catalog import ModelSpec, get_spec
+    from evalkit.models.catalog import ModelSpec, get_spec, with_flags
 
     flags = dict(pooling=pooling, max_length=max_length, query_instruction=query_instruction, revision=revision,
                  trust_remote_code=trust_remote_code, normalize=normalize)
     if isinstance(model, (str, Path)):
         return get_spec(str(model), recipe=recipe, **flags)
     if isinstance(model, ModelSpec):
-        given = {k: v for k, v in flags.items() if v is not None}
-        if recipe is not None:
-            from evalkit.models.catalog import ALIASES, CATALOG
-            from evalkit.models.recipes import with_recipe
-
-            model = with_recipe(model, recipe, CATALOG.get(ALIASES.get(recipe, recipe)))
-        return replace(model, **given, flags=tuple(sorted({**dict(model.flags), **given}.items()))) if given else model
+        return with_flags(model, recipe, **flags)
     name = getattr(model, "model_name_or_path", None)
     if isinstance(name, (str, Path)):
         return _flag_object_spec(model, str(name), recipe, flags)
@@ -63,8 +57,7 @@ def _flag_object_spec(obj, name: str, recipe, flags: dict):
                     normalize=getattr(obj, "normalize_embeddings", None))
     if kind == "embedder":  # an in-context embedder pools the last token, always
         held["pooling"] = getattr(obj, "pooling_method", None)
-    given = {k: v for k, v in flags.items() if v is not None}
-    spec = get_spec(name, recipe=recipe, **{k: v for k, v in {**held, **given}.items() if v is not None})
+    spec = get_spec(name, recipe=recipe, **{**held, **{k: v for k, v in flags.items() if v is not None}})  # a flag given wins
     return replace(spec, kind=kind) if spec.kind != kind else spec
 
 

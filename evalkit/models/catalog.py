@@ -163,7 +163,6 @@ def get_spec(name_or_path: str, recipe: str | None = None, **overrides) -> Model
     `recipe` names another recipe (a catalog name, sentence-transformers, mteb, mteb:HUB_ID);
     `overrides` (pooling, max_length, query_instruction, ...) are flags: they win over any recipe.
     """
-    overrides = {k: v for k, v in overrides.items() if v is not None}
     key = ALIASES.get(name_or_path, name_or_path)
     if key in CATALOG:
         spec = CATALOG[key]
@@ -177,11 +176,17 @@ def get_spec(name_or_path: str, recipe: str | None = None, **overrides) -> Model
             raise EvalkitError(
                 f"unknown model {name_or_path!r}: use a catalog name (evalkit list models), a hub id like BAAI/bge-small-en-v1.5, or a local folder"
             )
+    return with_flags(spec, recipe, **overrides)
+
+
+def with_flags(spec: ModelSpec, recipe: str | None = None, **overrides) -> ModelSpec:
+    """`spec` under another recipe (a catalog name, sentence-transformers, mteb, mteb:HUB_ID), then with
+    `overrides` given as flags (None: not given); the flags win and are recorded beside earlier ones."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if recipe is not None:
         from evalkit.models.recipes import with_recipe
 
-        named = ALIASES.get(recipe, recipe)
-        spec = with_recipe(spec, recipe, CATALOG.get(named))
+        spec = with_recipe(spec, recipe, CATALOG.get(ALIASES.get(recipe, recipe)))
     if overrides:
-        spec = replace(spec, **overrides, flags=tuple(sorted(overrides.items())))
+        spec = replace(spec, **overrides, flags=tuple(sorted({**dict(spec.flags), **overrides}.items())))
     return spec
