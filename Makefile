@@ -19,6 +19,10 @@ $(BIN)/evalkit: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# AIR-Bench's evaluation package, for the tests that hold evalkit to it: without its dependencies,
+	# since its pytrec_eval is an sdist that downloads trec_eval while it builds (mteb brings
+	# pytrec-eval-terrier, which provides pytrec_eval; datasets, pandas and rich come with mteb too)
+	$(BIN)/python -m pip install -q --no-deps air-benchmark==0.1.0
 	touch $(BIN)/evalkit
 
 install: $(BIN)/evalkit

@@ -223,6 +223,13 @@ def add_model_args(p):
     p.add_argument("--trust-remote-code", action="store_true")
 
 
+def cmd_air_bench_pack(args) -> int:
+    from evalkit.air_bench_submission import pack
+
+    print(pack(Path(args.results), args.retriever, args.reranker, Path(args.out) if args.out else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="evalkit", description="Evaluate embedders and rerankers with mteb's official scoring.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -273,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["stats", "clear"])
     c.add_argument("--cache-dir")
     c.set_defaults(func=cmd_cache)
+
+    ab = sub.add_parser("air-bench", help="AIR-Bench: pack a run's search results for the leaderboard")
+    ab_sub = ab.add_subparsers(dest="air_bench_cmd", required=True)
+    pk = ab_sub.add_parser("pack", help="zip the test search results of one retriever (+ reranker) as AIR-Bench's "
+                                        "scripts/zip_results.py does: <retriever>_<reranker>.zip, ready to submit")
+    pk.add_argument("--results", default="results", help="the run's output folder (its air-bench/search_results/)")
+    pk.add_argument("--retriever", help="the retriever's folder there (default: the only one)")
+    pk.add_argument("--reranker", default="NoReranker", help="the reranker's folder (default: NoReranker, the retriever's own top 1000)")
+    pk.add_argument("--out", help="where the zip goes (default: <results>/air-bench/zipped_results)")
+    pk.set_defaults(func=cmd_air_bench_pack)
 
     from evalkit.report.commands import add_report_commands
 

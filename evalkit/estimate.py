@@ -246,7 +246,7 @@ def task_recipe_lines(plan: Plan) -> list[str]:
         if key in seen:
             continue
         seen.add(key)
-        d = describe(spec, ts.name, ts.type, ts.instruction)
+        d = describe(spec, ts)
         inputs = "; ".join(f"{kind}: {text!r}" for kind, text in d["inputs"].items())
         shots = ""
         if u.fewshot is not None and u.fewshot.k > 0:

@@ -178,6 +178,7 @@ def _embedder_meta(emb) -> dict:
 
 
 def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
+    from evalkit.air_bench_submission import retriever_name, submission_files
     from evalkit.items import ItemRecorder
     from evalkit.models.recipes import describe
     from evalkit.results import result_document
@@ -197,12 +198,13 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
         total = time.perf_counter() - t0
         meta = _meta(unit, settings, work, _seconds(total, t_data, encode))
         meta.update(**_embedder_meta(emb), instruction=unit.task.instruction if unit.model.spec.task_instructions else None,
-                    recipe=describe(unit.model.spec, unit.task.name, unit.task.type, unit.task.instruction))
+                    recipe=describe(unit.model.spec, unit.task))
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
         doc = result_document(res, meta)
         items = rec.items(doc)  # from the document as written (scores rounded as mteb writes them)
-    return Evaluation(doc, items, {}, work["encoded_texts"], work["cached_texts"], 0, total)
+    files = submission_files(task, settings.output, retriever_name(unit))  # AIR-Bench's layout, for its tasks
+    return Evaluation(doc, items, files, work["encoded_texts"], work["cached_texts"], 0, total)
 
 
 def _candidates(job: Job, settings: Settings, models: Models, task):
@@ -255,6 +257,7 @@ def _candidates(job: Job, settings: Settings, models: Models, task):
 
 
 def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
+    from evalkit.air_bench_submission import retriever_name, submission_files
     from evalkit.items import ItemRecorder
     from evalkit.models.reranker import RerankerAdapter
     from evalkit.results import result_document
@@ -282,6 +285,8 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
         meta.update(kind=unit.model.kind, weights=rr.weights, max_length=rr.max_length, dtype=rr.dtype, first_stage=first_meta)
         doc = result_document(res, meta)
         items = rec.items(doc)
+    if unit.first_stage is not None:
+        files.update(submission_files(task, settings.output, retriever_name(unit.first_stage), unit.model.spec.result_name))
     return Evaluation(doc, items, files, encoded, 0, pairs, total)
 
 
@@ -318,7 +323,7 @@ def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
         if unit.first_stage is not None:
             seconds["first_stage_top_k"] = round(t_m3 - t0 - t_data, 3)
         meta = _meta(unit, settings, work, seconds)
-        meta.update(**_embedder_meta(emb), recipe=describe(unit.model.spec, unit.task.name, unit.task.type, unit.task.instruction), m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
+        meta.update(**_embedder_meta(emb), recipe=describe(unit.model.spec, unit.task), m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
         doc = result_document(res, meta)

@@ -250,7 +250,8 @@ def resolve_examples_file(ts, name: str) -> Path:
 
 
 def load_examples_file(path: Path) -> list[Example]:
-    """FlagEmbedding's examples: a JSON list (or JSON lines) of {instruct?, query, response}."""
+    """FlagEmbedding's examples: a JSON list (or JSON lines) of {instruct?, query, response} (or {query, pos},
+    its AIR-Bench examples' form, `pos` being the response)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -268,10 +269,11 @@ def load_examples_file(path: Path) -> list[Example]:
         raise EvalkitError(f"{path}: expected a non-empty JSON list of {{instruct, query, response}} objects")
     out = []
     for i, r in enumerate(rows):
-        if not isinstance(r, dict) or not isinstance(r.get("query"), str) or not isinstance(r.get("response"), str):
-            raise EvalkitError(f"{path}: example {i} needs string `query` and `response` fields (and an optional `instruct`)")
+        response = r.get("response", r.get("pos")) if isinstance(r, dict) else None  # `pos`: FlagEmbedding's AIR-Bench examples
+        if not isinstance(r, dict) or not isinstance(r.get("query"), str) or not isinstance(response, str):
+            raise EvalkitError(f"{path}: example {i} needs string `query` and `response` (or `pos`) fields (and an optional `instruct`)")
         instruct = r.get("instruct")
-        out.append(Example(r["query"], r["response"], instruct if isinstance(instruct, str) else None, split=None, row=i, source=f"file:{path}"))
+        out.append(Example(r["query"], response, instruct if isinstance(instruct, str) else None, split=None, row=i, source=f"file:{path}"))
     return out
 
 
@@ -383,7 +385,7 @@ def authors_examples(spec, ts) -> Path:
     """The recipe's examples file of task `ts`, or one line saying there is none."""
     from evalkit.models.recipes import examples_file
 
-    f = examples_file(spec, ts.name)
+    f = examples_file(spec, ts)
     if f is None:
         what = f"{spec.name}'s recipe ({spec.recipe}) has no examples of task {ts.name}" if spec.examples else f"{spec.name}'s recipe ({spec.recipe}) has no examples of its own"
         raise EvalkitError(f"--selector authors: {what}: use --selector random, first_n or similar (the task's own pool)")

@@ -225,15 +225,33 @@ def _valid_prompts(prompts: tuple) -> dict:
 
 
 # ----------------------------------------------------------------------------- examples
-def examples_file(spec, task_name: str) -> Path | None:
-    """The recipe's own few-shot examples of a task (bge-en-icl: research/llm_dense_retriever/examples),
-    or None: `<Task>.json`, CQADupstack's sub-forums sharing CQADupstackRetrieval.json."""
+def examples_file(spec, task) -> Path | None:
+    """The recipe's own few-shot examples of a task (a TaskSpec, or a task's name), or None.
+
+    bge-en-icl's authors ship them for MTEB (research/llm_dense_retriever/examples: `<Task>.json`,
+    CQADupstack's sub-forums sharing CQADupstackRetrieval.json) and for English AIR-Bench 24.04
+    (FlagEmbedding/evaluation/air_bench/examples: `qa/<domain>.jsonl`, `long-doc/<domain>-<dataset>.jsonl`
+    with the dataset's name lower-cased, `{query, pos}` lines whose `pos` is the response)."""
     if not spec.examples:
         return None
+    name = task if isinstance(task, str) else task.name
+    ab = None if isinstance(task, str) else getattr(task, "air_bench", None)
+    if ab:
+        if ab.get("version") != "AIR-Bench_24.04" or ab.get("lang") != "en":
+            return None
+        stem = ab["domain"] if ab["task_type"] == "qa" else f"{ab['domain']}-{str(ab['dataset']).lower()}"
+        f = DATA / spec.examples / "air-bench-examples" / ab["task_type"] / f"{stem}.jsonl"
+        return f if f.is_file() else None
     folder = DATA / spec.examples / "mteb-examples"
-    name = "CQADupstackRetrieval" if task_name.lower().startswith("cqadupstack") else task_name
+    name = "CQADupstackRetrieval" if name.lower().startswith("cqadupstack") else name
     f = folder / f"{name}.json"
     return f if f.is_file() else None
+
+
+def examples_count(path: Path) -> int:
+    """How many examples a JSON list or JSON-lines file holds."""
+    text = Path(path).read_text(encoding="utf-8")
+    return len(json.loads(text)) if text.lstrip().startswith("[") else sum(1 for line in text.splitlines() if line.strip())
 
 
 def file_hash(path: Path) -> str:
@@ -241,8 +259,9 @@ def file_hash(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- the record
-def describe(spec, task_name: str | None = None, task_type: str | None = None, task_instruction: str | None = None) -> dict:
-    """The recipe as the result file's `evalkit.recipe` records it (and the run prints it)."""
+def describe(spec, ts=None) -> dict:
+    """The recipe as the result file's `evalkit.recipe` records it (and the run prints it); with `ts`
+    (a TaskSpec) also the inputs and the examples of that task."""
     d = {
         "name": spec.recipe or "defaults",
         "source": spec.recipe_source or None,
@@ -255,11 +274,11 @@ def describe(spec, task_name: str | None = None, task_type: str | None = None, t
         d["dense"] = list(spec.dense)
     if spec.lowercase:
         d["lowercase"] = True
-    if task_name is not None:
-        d["inputs"] = inputs_of(spec, task_name, task_type, task_instruction)
-        f = examples_file(spec, task_name)
+    if ts is not None:
+        d["inputs"] = inputs_of(spec, ts.name, ts.type, ts.instruction)
+        f = examples_file(spec, ts)
         if f is not None:
-            d["examples"] = {"file": f"{spec.examples}/{f.parent.name}/{f.name}", "sha256": file_hash(f), "count": len(json.loads(f.read_text()))}
+            d["examples"] = {"file": str(f.relative_to(DATA)), "sha256": file_hash(f), "count": examples_count(f)}
     d["sources"] = dict(spec.sources) or None
     return d
 

@@ -207,9 +207,14 @@ def load_published_repository(path: Path, spec: str = "authors") -> list[Entry]:
 
 
 def load_published(path: Path, spec: str = "authors") -> list[Entry]:
-    """Published rows from a published-scores JSON or a results-layout folder (an MTEB results
-    repository clone, or some of its model folders), `spec` choosing the source folders' precedence."""
+    """Published rows from a published-scores JSON, a results-layout folder (an MTEB results
+    repository clone, or some of its model folders), `spec` choosing the source folders' precedence,
+    or AIR-Bench's leaderboard result files (evalkit/report/air_bench_published.py)."""
+    from evalkit.report import air_bench_published
+
     path = Path(path)
+    if air_bench_published.result_files(path):  # AIR-Bench's leaderboard files
+        return air_bench_published.load(path)
     if path.is_file():
         return load_published_json(path)
     if path.is_dir():

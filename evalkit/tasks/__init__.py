@@ -3,7 +3,7 @@ built for a spec with its data loaded and checked.
 
 A task spec names an mteb task (for metadata, splits and evaluator settings) and where its data
 come from: `local` (a folder in the MANIFEST formats), `hub` (mteb loads it) or `air-bench` (an
-AIR-Bench dataset, mirrored or from the hub: air_bench.py). Local data are checked row by row and
+AIR-Bench dataset, from a hub snapshot or the hub: air_bench.py). Local data are checked row by row and
 handed to mteb in the shape its evaluator reads after its own dataset_transform, then marked loaded.
 
 registry.py   TaskSpec, Registry, task folders, data_root
@@ -11,6 +11,7 @@ formats.py    readers of the MANIFEST formats, the generic mteb task for a user'
 hub.py        whether the Hugging Face hub can be used
 build.py      build_task: spec -> mteb task
 air_bench.py  AIR-Bench datasets as retrieval tasks
+air_bench_metrics.py  AIR-Bench's metrics (its package's definitions)
 """
 from evalkit.tasks.build import build_task
 from evalkit.tasks.formats import generic_task, read_jsonl, retrieval_split

@@ -41,7 +41,7 @@ class TaskSpec:
     eval_splits: list[str] | None = None
     instruction: str | None = None
     fewshot: dict = field(default_factory=dict)
-    air_bench: dict | None = None  # source: air-bench (evalkit/air_bench.py)
+    air_bench: dict | None = None  # source: air-bench (evalkit/tasks/air_bench.py)
     origin: str = ""
     task_object: object = field(default=None, repr=False, compare=False)  # source: object (an mteb task given as it is)
 
