@@ -28,6 +28,51 @@ def retriever_name(unit) -> str:
     return unit.model.spec.result_name + (f"-{unit.variant}" if unit.variant else "")
 
 
+def search_unjudged(search_model, task, batch_size: int, top_k: int | None = None, candidates: dict | None = None) -> list[str]:
+    """Search the splits of an AIR-Bench task that have no judgements here (its `unjudged`) with
+    mteb's own RetrievalEvaluator search, as a scored split is searched, into `task.search_results`:
+    an embedder's top 1000 (a SearchProtocol model, as mteb would wrap it), or a cross-encoder over
+    `candidates` ({split: {query: [document ids]}}, the first stage's top-k). The splits searched."""
+    from mteb._evaluators.retrieval_evaluator import RetrievalEvaluator
+    from mteb.models.search_wrappers import SearchCrossEncoderWrapper, SearchEncoderWrapper
+    from mteb.timing import TimingStack
+
+    done = []
+    for split, data in (getattr(task, "unjudged", None) or {}).items():
+        top_ranked = None
+        if candidates is not None:
+            top_ranked = candidates.get(split)
+            if top_ranked is None:
+                continue  # a first stage run before this split was searched
+        if hasattr(search_model, "search"):
+            model = search_model
+        elif hasattr(search_model, "predict"):
+            model = SearchCrossEncoderWrapper(search_model)
+        else:
+            model = SearchEncoderWrapper(search_model)
+        ev = RetrievalEvaluator(data["corpus"], data["queries"], task_metadata=task.metadata, hf_split=split, hf_subset="default",
+                                top_k=int(top_k or task._top_k), top_ranked=top_ranked, timer=TimingStack())
+        task.search_results[split] = ev(model, encode_kwargs={"batch_size": int(batch_size), "show_progress_bar": False})
+        done.append(split)
+    return done
+
+
+def search_only_document(unit, task, meta: dict) -> dict:
+    """The result of an AIR-Bench unit none of whose splits has judgements here: mteb's result
+    layout with no scores, the searched splits named (they are in the submission files)."""
+    import time
+
+    import mteb
+
+    from evalkit.results import versions
+
+    return {
+        "dataset_revision": task.metadata.dataset["revision"], "task_name": unit.task.name, "mteb_version": mteb.__version__,
+        "scores": {}, "evaluation_time": meta.get("seconds", {}).get("total"), "kg_co2_emissions": None, "date": time.time(),
+        "evalkit": {**meta, "searched_only": sorted(task.search_results), "versions": versions()},
+    }
+
+
 def submission_files(task, out_root: Path, retriever: str, reranker: str = NO_RERANKER) -> dict[Path, dict]:
     """{path: document} of each split the task searched (an AIR-Bench task: evalkit/tasks/air_bench.py)."""
     src = getattr(task, "air_bench", None)

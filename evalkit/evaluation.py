@@ -178,7 +178,8 @@ def _embedder_meta(emb) -> dict:
 
 
 def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
-    from evalkit.air_bench_submission import retriever_name, submission_files
+    from evalkit.air_bench_submission import retriever_name, search_only_document, search_unjudged, submission_files
+    from evalkit.search import search_model_for
     from evalkit.items import ItemRecorder
     from evalkit.models.recipes import describe
     from evalkit.results import result_document
@@ -193,7 +194,8 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
     before = dict(emb.counts), dict(emb.config.stats)
     adapter, prefixer = _embedding_adapter(unit, task, models)
     with ItemRecorder(task) as rec:  # <Task>.items.json: per-item scores (evalkit/items.py)
-        res = run_mteb(adapter, task, unit.task, settings, prediction_folder=rec.folder)
+        res = run_mteb(adapter, task, unit.task, settings, prediction_folder=rec.folder) if task.eval_splits else None
+        search_unjudged(search_model_for(adapter, task, settings), task, settings.batch_size)  # AIR-Bench splits without judgements
         work, encode = _work(emb, before)
         total = time.perf_counter() - t0
         meta = _meta(unit, settings, work, _seconds(total, t_data, encode))
@@ -201,7 +203,7 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
                     recipe=describe(unit.model.spec, unit.task))
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
-        doc = result_document(res, meta)
+        doc = result_document(res, meta) if res is not None else search_only_document(unit, task, meta)
         items = rec.items(doc)  # from the document as written (scores rounded as mteb writes them)
     files = submission_files(task, settings.output, retriever_name(unit))  # AIR-Bench's layout, for its tasks
     return Evaluation(doc, items, files, work["encoded_texts"], work["cached_texts"], 0, total)
@@ -257,7 +259,8 @@ def _candidates(job: Job, settings: Settings, models: Models, task):
 
 
 def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
-    from evalkit.air_bench_submission import retriever_name, submission_files
+    from evalkit import rerank
+    from evalkit.air_bench_submission import retriever_name, search_only_document, search_unjudged, submission_files
     from evalkit.items import ItemRecorder
     from evalkit.models.reranker import RerankerAdapter
     from evalkit.results import result_document
@@ -268,22 +271,26 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
     set_seeds(settings.seed)
     _phase(models, "reading data")
     task = build_task(unit.task)
-    files, first_meta, encoded = {}, None, 0
+    files, first_meta, encoded, run_doc = {}, None, 0, None
     t_data = time.perf_counter() - t0
     if unit.first_stage is not None:
-        task, _, files, first_meta, encoded = _candidates(job, settings, models, task)
+        task, run_doc, files, first_meta, encoded = _candidates(job, settings, models, task)
     rr = models.reranker(unit.model)
     before, scored_before = rr.counts["pairs"], rr.config.stats["seconds"]
     t_rr = time.perf_counter()
+    adapter = RerankerAdapter(unit.model.spec, rr)
     with ItemRecorder(task) as rec:  # per-query scores, for compare/regress
-        res = run_mteb(RerankerAdapter(unit.model.spec, rr), task, unit.task, settings, prediction_folder=rec.folder)
+        res = run_mteb(adapter, task, unit.task, settings, prediction_folder=rec.folder) if task.eval_splits else None
+        if run_doc is not None:  # AIR-Bench splits without judgements: the first stage's candidates, reranked
+            candidates = {split: rerank.top_ranked_of(q) for split, q in run_doc["run"].get("default", {}).items()}
+            search_unjudged(adapter, task, settings.batch_size, unit.top_k, candidates)
         pairs = rr.counts["pairs"] - before
         total = time.perf_counter() - t0
         seconds = _seconds(total, t_data, rr.config.stats["seconds"] - scored_before)  # "encode": the reranker's network time
         seconds["first_stage_top_k"] = round(t_rr - t0 - t_data, 3)
         meta = _meta(unit, settings, {"reranked_pairs": int(pairs), "first_stage_encoded_texts": encoded}, seconds)
         meta.update(kind=unit.model.kind, weights=rr.weights, max_length=rr.max_length, dtype=rr.dtype, first_stage=first_meta)
-        doc = result_document(res, meta)
+        doc = result_document(res, meta) if res is not None else search_only_document(unit, task, meta)
         items = rec.items(doc)
     if unit.first_stage is not None:
         files.update(submission_files(task, settings.output, retriever_name(unit.first_stage), unit.model.spec.result_name))

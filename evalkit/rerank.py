@@ -119,7 +119,9 @@ def build_run(adapter, task, ts, batch_size: int, top_k: int) -> dict:
     task = load_task_data(task, ts)
     encode_kwargs = {"batch_size": int(batch_size), "show_progress_bar": False}
     run: dict = {}
-    for subset, split, data in splits_of(task):
+    # an AIR-Bench task's splits without judgements here are searched too: their reranked top-k is its submission
+    unjudged = [("default", split, data) for split, data in (getattr(task, "unjudged", None) or {}).items()]
+    for subset, split, data in [*splits_of(task), *unjudged]:
         search = SearchEncoderWrapper(adapter)
         common = {"task_metadata": task.metadata, "hf_split": split, "hf_subset": subset, "encode_kwargs": encode_kwargs}
         search.index(data["corpus"], **common)

@@ -128,7 +128,7 @@ def main_scores(doc: dict) -> dict[str, float]:
 
 def mean_main_score(doc: dict) -> float:
     vals = list(main_scores(doc).values())
-    return sum(vals) / len(vals)
+    return sum(vals) / len(vals) if vals else float("nan")  # nan: an AIR-Bench task searched but not scored
 
 
 @dataclass

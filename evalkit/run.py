@@ -173,7 +173,7 @@ def outcome_line(o: Outcome, i: int, n: int, eta: float | None = None) -> str:
     head = f"[{i}/{n}] {o.unit.label}"
     if o.status == "failed":
         return f"evalkit: {head}: {o.message}"
-    s = ", ".join(f"{k} {100 * v:.2f}" for k, v in o.scores.items())
+    s = ", ".join(f"{k} {100 * v:.2f}" for k, v in o.scores.items()) or "searched, no judgements here to score"
     if o.status == "skipped":
         extra = "already done"
     elif o.unit.role == "rerank":

@@ -102,7 +102,6 @@ CASES = [
     ("no copy, hub unreachable", lambda r: r, "no copy at"),
     ("empty corpus", lambda r: small_mirror(r, corpus=[]), "corpus.jsonl is empty"),
     ("qrels naming unknown documents", lambda r: small_mirror(r, qrels=[{"qid": "q1", "docid": "x9", "relevance": 1}]), "1 unknown document ids"),
-    ("missing qrels file, hub unreachable", lambda r: small_mirror(r, drop=("qrels",)), "no judgements for split(s) test"),
     ("missing queries file", lambda r: small_mirror(r, drop=("queries",)), "missing data file"),
     ("qrels without relevance", lambda r: small_mirror(r, qrels=[{"qid": "q1", "docid": "d1"}]), "has no relevance column"),
     ("duplicate query ids", lambda r: small_mirror(r, queries=[{"id": "q1", "text": "a"}, {"id": "q1", "text": "b"}]), "1 duplicate ids"),
@@ -229,9 +228,11 @@ def test_air_bench_hub_layout_scores_equal_the_package(tmp_path, monkeypatch, ti
         assert ours.read("qa/finance/en_default_test.json") == theirs.read("qa/finance/en_default_test.json")
 
 
-def test_air_bench_gated_test_judgements_leave_dev(tmp_path, monkeypatch, tiny_bert, capsys, caplog):
-    """Without the leaderboard's test judgements (gated) the public dev split is scored, and one
-    warning says why test is not; packing then has nothing to submit and says so in one line."""
+def test_air_bench_without_test_judgements_scores_dev_and_packs_test(tmp_path, monkeypatch, tiny_bert, tiny_cross_encoder, capsys, caplog):
+    """Without the leaderboard's test judgements (gated) the public dev split is scored and test is
+    searched, first stage and reranked, with one warning: its search results are the submission."""
+    import zipfile
+
     import evalkit.tasks
 
     monkeypatch.setitem(evalkit.tasks.hub._HUB_STATE, "https://huggingface.co", False)
@@ -239,15 +240,43 @@ def test_air_bench_gated_test_judgements_leave_dev(tmp_path, monkeypatch, tiny_b
     data = synthetic_finance(tmp_path / "data", with_test_qrels=False)
     monkeypatch.setenv("EVALKIT_DATA", str(data))
     out = tmp_path / "results"
-    assert main(["run", "--model", str(tiny_bert), "--tasks", FINANCE, "--output", str(out), "--device", "cpu"]) == 0
-    warned = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
-    assert len(warned) == 1 and "split test left out" in warned[0] and "test_qrels.jsonl" in warned[0]
-    (path,) = out.rglob(f"{FINANCE}.json")
-    assert list(json.loads(path.read_text())["scores"]) == ["dev"]
+    assert main(["run", "--model", str(tiny_bert), "--tasks", FINANCE, "--reranker", str(tiny_cross_encoder), "--output", str(out),
+                 "--device", "cpu"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "not scored" in r.getMessage()]
+    assert len(warned) == 1 and "split test is searched, not scored" in warned[0] and "test_qrels.jsonl" in warned[0], warned
+    docs = [json.loads(p.read_text()) for p in out.rglob(f"{FINANCE}.json")]
+    assert len(docs) == 2 and all(list(d["scores"]) == ["dev"] for d in docs)
+    base = out / "air-bench" / "search_results"
+    (retriever,) = [p.name for p in base.iterdir()]
+    for run, n in (("NoReranker", 150), (next(p.name for p in (base / retriever).iterdir() if p.name != "NoReranker"), 100)):
+        sub = json.loads((base / retriever / run / "qa" / "finance" / "en_default_test.json").read_text())
+        assert len(sub["search_results"]) == 5 and {len(d) for d in sub["search_results"].values()} == {n}, run
     capsys.readouterr()
-    assert main(["air-bench", "pack", "--results", str(out)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "no test search results to submit" in err[0]
+    assert main(["air-bench", "pack", "--results", str(out)]) == 0
+    with zipfile.ZipFile(capsys.readouterr().out.strip()) as z:
+        assert z.namelist() == ["qa/finance/en_default_test.json"]
+
+
+def test_air_bench_24_04_without_judgements_is_searched_for_its_submission(tmp_path, monkeypatch, tiny_bert, capsys):
+    """24.04 has test only, its judgements the leaderboard's: the run searches, writes a result with no
+    scores (naming the searched split) beside the submission file, and resumes as done."""
+    import evalkit.tasks
+
+    monkeypatch.setitem(evalkit.tasks.hub._HUB_STATE, "https://huggingface.co", False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    data = synthetic_finance(tmp_path / "data", with_test_qrels=False, repo="qa_wiki_en", version=VERSION, splits=(("test", 4),))
+    monkeypatch.setenv("EVALKIT_DATA", str(data))
+    out = tmp_path / "results"
+    args = ["run", "--model", str(tiny_bert), "--tasks", WIKI, "--output", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    assert "searched, no judgements here to score" in capsys.readouterr().err
+    (path,) = out.rglob(f"{WIKI}.json")
+    doc = json.loads(path.read_text())
+    assert doc["scores"] == {} and doc["evalkit"]["searched_only"] == ["test"] and doc["task_name"] == WIKI
+    (sub,) = (out / "air-bench" / "search_results").rglob("*.json")
+    assert sub.relative_to(out / "air-bench" / "search_results").parts[1:] == ("NoReranker", "qa", "wiki", "en_default_test.json")
+    assert main(args) == 0
+    assert "already done" in capsys.readouterr().err
 
 
 def test_icl_dry_run_shows_the_authors_air_bench_examples(tiny_decoder, capsys):

@@ -73,11 +73,13 @@ def benchmarks_file() -> Path:
 
 
 def _load_doc() -> dict:
+    from evalkit.tasks.registry import read_yaml
+
     path = benchmarks_file()
     if not path.is_file():
         raise EvalkitError(f"no benchmark definitions at {path}: tasks/benchmarks.yaml is part of evalkit")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = read_yaml(path) or {}
     except yaml.YAMLError as e:
         raise EvalkitError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
     return doc.get("benchmarks") or {}

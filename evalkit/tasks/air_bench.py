@@ -17,7 +17,9 @@ is read as it is, files named by the hub:
   <data>/AIR-Bench/qrels-<repo>[-dev]/<version>/<dataset>/<split>_qrels.jsonl
 (`<dataset>` as the table spells it, or with "_" for "-"). The hub is asked only for what has no
 local copy. A split whose judgements are neither here nor given by the hub (the gated test
-judgements) is left out with a warning; a task left with no split ends in one line saying what to do.
+judgements, the leaderboard's) is searched but not scored, with one warning: its search results
+are what AIR-Bench takes as a submission (`task.unjudged`; evalkit/air_bench_submission.py). A task
+with no judged split at all writes a result with no scores beside its submission files.
 
 Scoring (AIR-Bench's protocol): mteb searches the top 1000 (`k_values` up to 1000), and the metrics
 are AIR-Bench's (evalkit/tasks/air_bench_metrics.py: pytrec_eval over k in 1 3 5 10 50 100 1000,
@@ -177,32 +179,34 @@ class _Reader:
             return None, f"hub {HUB_ORG}/{repo} could not be loaded ({type(e).__name__}) and there is no {local}"
 
 
-def load(spec, src: Source) -> tuple[dict, dict]:
+def load(spec, src: Source) -> tuple[dict, dict, dict]:
     """({split: mteb's retrieval split data}, {split: its judgements as read}) for every split of the
-    dataset whose judgements are at hand."""
+    dataset whose judgements are at hand, and {split: its data} for the splits to search only."""
     from evalkit.tasks.formats import retrieval_split
 
     reader = _Reader(spec, src)
     judged: dict[str, tuple[list[dict], str]] = {}
-    missing: dict[str, str] = {}
     for split in src.splits:
         rows, where = reader.qrels(split)
         if rows is None:
-            missing[split] = where
+            if (spec.name, split) not in _warned:  # once per process: a task's data are read for the check and the run
+                _warned.add((spec.name, split))
+                log.warning("task %s: split %s is searched, not scored: %s; its search results go to the submission "
+                            "files (evalkit air-bench pack)", spec.name, split, where)
         else:
             judged[split] = (rows, where)
-    if not judged:
-        raise EvalkitError(f"task {spec.name}: no judgements for split(s) {', '.join(missing)}: " + "; ".join(missing.values()))
-    for split, why in missing.items():
-        if (spec.name, split) not in _warned:  # once per process: a task's data are read for the check and the run
-            _warned.add((spec.name, split))
-            log.warning("task %s: split %s left out, its judgements are not at hand: %s", spec.name, split, why)
     corpus, cwhere = reader.texts("corpus")
     _need(corpus, cwhere, ("id", "text"))
-    out, qrels_of = {}, {}
-    for split, (rows, rwhere) in judged.items():
+    docs = [(str(r["id"]), "", r["text"]) for r in corpus]
+    out, qrels_of, unjudged = {}, {}, {}
+    for split in src.splits:
         queries, qwhere = reader.texts("queries", split)
         _need(queries, qwhere, ("id", "text"))
+        qs = [(str(r["id"]), r["text"]) for r in queries]
+        if split not in judged:
+            unjudged[split] = retrieval_split(docs, qs, None, corpus_where=cwhere, queries_where=qwhere)
+            continue
+        rows, rwhere = judged[split]
         _need(rows, rwhere, ("qid", "docid", "relevance"))
         qrels: dict[str, dict[str, int]] = {}
         for i, r in enumerate(rows, 1):
@@ -211,13 +215,9 @@ def load(spec, src: Source) -> tuple[dict, dict]:
             except (TypeError, ValueError):
                 raise EvalkitError(f"{rwhere}: row {i}: relevance {r['relevance']!r} is not a number") from None
             qrels.setdefault(str(r["qid"]), {})[str(r["docid"])] = rel
-        out[split] = retrieval_split(
-            [(str(r["id"]), "", r["text"]) for r in corpus],
-            [(str(r["id"]), r["text"]) for r in queries],
-            qrels, corpus_where=cwhere, queries_where=qwhere, qrels_where=rwhere,
-        )
+        out[split] = retrieval_split(docs, qs, qrels, corpus_where=cwhere, queries_where=qwhere, qrels_where=rwhere)
         qrels_of[split] = {q: dict(d) for q, d in qrels.items()}
-    return out, qrels_of
+    return out, qrels_of, unjudged
 
 
 # ----------------------------------------------------------------------------- the task
@@ -242,8 +242,8 @@ def build(spec):
     from mteb.abstasks.task_metadata import TaskMetadata
 
     src = source_of(spec)
-    data, judgements = load(spec, src)
-    splits = [s for s in src.splits if s in data]
+    data, judgements, unjudged = load(spec, src)
+    splits = [s for s in src.splits if s in data]  # mteb scores these; `unjudged` ones are searched only
     meta = TaskMetadata(
         name=spec.name,
         description=f"AIR-Bench {src.version} {src.task_type} {src.domain} ({src.lang}): {src.dataset}",
@@ -254,5 +254,5 @@ def build(spec):
     task = type("AIRBench_" + src.task_type.replace("-", ""), (_task_class(at.AbsTaskRetrieval),), {"metadata": meta})()
     task.dataset = {"default": data}
     task.data_loaded = True
-    task.judgements, task.search_results, task.air_bench = judgements, {}, src
+    task.judgements, task.unjudged, task.search_results, task.air_bench = judgements, unjudged, {}, src
     return task

@@ -15,6 +15,22 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 TYPES = ("STS", "Retrieval", "Classification", "Clustering", "PairClassification", "Reranking", "Summarization")
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML has it: the task table is ~100 tasks
+_YAML: dict[str, tuple[tuple, object]] = {}
+
+
+def read_yaml(path: Path):
+    """A YAML file's content, parsed once per version of the file (callers must not change it).
+    yaml.YAMLError where it is not valid YAML."""
+    path = Path(path)
+    st = path.stat()
+    key, stamp = str(path.resolve()), (st.st_mtime_ns, st.st_size)
+    hit = _YAML.get(key)
+    if hit is None or hit[0] != stamp:
+        hit = _YAML[key] = (stamp, yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER))
+    return hit[1]
+
+
 def tasks_dir() -> Path:
     return Path(os.environ.get("EVALKIT_TASKS") or PROJECT_ROOT / "tasks")
 
@@ -62,8 +78,8 @@ def _spec(name: str, entry: dict, defaults: dict, origin: str) -> TaskSpec:
         source=entry.get("source", "local"),
         mteb_task=entry.get("mteb_task"),
         data_dir=Path(data) if data else None,
-        subsets=entry.get("subsets"),
-        eval_splits=entry.get("eval_splits"),
+        subsets=list(entry["subsets"]) if entry.get("subsets") else None,  # copies: the parsed YAML is shared (read_yaml)
+        eval_splits=list(entry["eval_splits"]) if entry.get("eval_splits") else None,
         instruction=entry.get("instruction"),
         fewshot=dict(entry.get("fewshot") or {}),
         air_bench=dict(entry["air_bench"]) if entry.get("air_bench") else None,
@@ -80,7 +96,7 @@ class Registry:
         self.suites: dict[str, dict] = {}
         for f in sorted(self.folder.glob("*.yaml")):
             try:
-                doc = yaml.safe_load(f.read_text()) or {}
+                doc = read_yaml(f) or {}
             except yaml.YAMLError as e:
                 raise EvalkitError(f"{f} is not valid YAML: {str(e).splitlines()[0]}") from e
             defaults = doc.get("defaults") or {}
