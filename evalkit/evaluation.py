@@ -195,7 +195,8 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
     adapter, prefixer = _embedding_adapter(unit, task, models)
     with ItemRecorder(task) as rec:  # <Task>.items.json: per-item scores (evalkit/items.py)
         res = run_mteb(adapter, task, unit.task, settings, prediction_folder=rec.folder) if task.eval_splits else None
-        search_unjudged(search_model_for(adapter, task, settings), task, settings.batch_size)  # AIR-Bench splits without judgements
+        if getattr(task, "unjudged", None):  # AIR-Bench splits without judgements here: searched for the submission
+            search_unjudged(search_model_for(adapter, task, settings), task, settings.batch_size)
         work, encode = _work(emb, before)
         total = time.perf_counter() - t0
         meta = _meta(unit, settings, work, _seconds(total, t_data, encode))

@@ -201,10 +201,11 @@ def load_retrieval(folder: Path, split: str) -> dict:
 
 
 def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict | None, *, corpus_where: str, queries_where: str,
-                    qrels_where: str = "") -> dict:
+                    qrels_where: str = "", corpus_dataset=None) -> dict:
     """mteb's retrieval split data from (id, title, text) documents, (id, text) queries and
     {query: {doc: relevance}}, after the checks every retrieval source must pass. `qrels` None: a
-    split to search only (AIR-Bench's test queries, whose judgements its leaderboard keeps)."""
+    split to search only (AIR-Bench's test queries, whose judgements its leaderboard keeps).
+    `corpus_dataset`: the corpus as another split of the same documents holds it (shared, not copied)."""
     from datasets import Dataset
 
     if not corpus:
@@ -215,9 +216,11 @@ def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict | Non
         dup = [k for k, n in Counter(r[0] for r in rows).items() if n > 1]
         if dup:
             raise EvalkitError(f"{where}: {len(dup)} duplicate ids (first: {dup[0]!r})")
+    docs = corpus_dataset if corpus_dataset is not None else Dataset.from_dict(
+        {"id": [r[0] for r in corpus], "title": [r[1] for r in corpus], "text": [r[2] for r in corpus]})
+    qs = Dataset.from_dict({"id": [r[0] for r in queries], "text": [r[1] for r in queries]})
     if qrels is None:
-        return {"corpus": _docs(corpus), "queries": Dataset.from_dict({"id": [r[0] for r in queries], "text": [r[1] for r in queries]}),
-                "relevant_docs": {}, "top_ranked": None}
+        return {"corpus": docs, "queries": qs, "relevant_docs": {}, "top_ranked": None}
     if not qrels or not any(docs for docs in qrels.values()):
         raise EvalkitError(f"{qrels_where} has no judgements")
     if not any(score > 0 for docs in qrels.values() for score in docs.values()):
@@ -235,14 +238,7 @@ def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict | Non
             f"{qrels_where} names {len(unknown_q)} unknown query ids and {len(unknown_d)} unknown document ids "
             f"(first: {(unknown_q or sorted(unknown_d))[0]!r}): judgements must refer to the queries and the corpus"
         )
-    qs = Dataset.from_dict({"id": [r[0] for r in queries], "text": [r[1] for r in queries]})
-    return {"corpus": _docs(corpus), "queries": qs, "relevant_docs": qrels, "top_ranked": None}
-
-
-def _docs(corpus: list[tuple]):
-    from datasets import Dataset
-
-    return Dataset.from_dict({"id": [r[0] for r in corpus], "title": [r[1] for r in corpus], "text": [r[2] for r in corpus]})
+    return {"corpus": docs, "queries": qs, "relevant_docs": qrels, "top_ranked": None}
 
 
 def reranking_layout(folder: Path) -> str:
