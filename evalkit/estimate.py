@@ -87,7 +87,7 @@ def estimate(plan: Plan) -> Estimate:
     models = Models(settings)
     est = Estimate()
     samples: dict[str, list] = {}
-    tasks: dict[str, object] = {}
+    tasks: dict[str, object] = dict(plan.read)  # what the dry run's check read already
     m3_passes: dict[tuple, dict] = {}  # (task, few-shot setting) -> what its M3 units encode in this run
     try:
         for u in plan.units:
@@ -98,13 +98,11 @@ def estimate(plan: Plan) -> Estimate:
                 continue
             if u.task.name in plan.unreadable:
                 continue
-            if u.task.name not in tasks:
-                try:
-                    tasks[u.task.name] = _loaded(u.task, build_task(u.task))
-                except EvalkitError as err:
-                    plan.unreadable[u.task.name] = str(err)
-                    continue
-            task = tasks[u.task.name]
+            try:
+                task = tasks[u.task.name] = _loaded(u.task, tasks[u.task.name] if u.task.name in tasks else build_task(u.task))
+            except EvalkitError as err:
+                plan.unreadable[u.task.name] = str(err)
+                continue
             if u.role in ("embed", "m3"):
                 emb = models.embedder(u.model)
                 adapter = EmbeddingAdapter(u.model.spec, emb, task_instructions={u.task.name: u.task.instruction} if u.task.instruction else None)

@@ -146,6 +146,7 @@ class Plan:
     settings: Settings
     notes: list[str] = field(default_factory=list)  # what the plan left out and why, for the user
     unreadable: dict = field(default_factory=dict)  # a dry run's tasks whose data cannot be had here: name -> the one line
+    read: dict = field(default_factory=dict, repr=False, compare=False)  # a dry run's checked mteb tasks, data loaded: the estimate's
 
     @property
     def folders(self) -> list[Path]:
@@ -389,3 +390,5 @@ def check_tasks(plan: Plan, collect: bool = False) -> None:
             sel = resolve_model(get_spec(st.model))
             if sel.kind != "embedder":
                 raise EvalkitError(f"--selector-model {st.model} is a {sel.kind}: the selector must be an ordinary embedder")
+    if collect:  # a dry run: its estimate reads the same data; they are read once
+        plan.read = tasks
