@@ -546,3 +546,38 @@ def test_each_clustrec_subset_is_scored_as_mtebs_task_limited_to_it(shared_data,
     assert [st for *_, st in mine] == [st for *_, st in ref]
     shared = plain(["title and abstract", "title"])  # one task, one random state: title's sample differs
     assert shared[0][1] == ref[0][1] and shared[1][1] != ref[1][1]
+
+
+# ----------------------------------------------------------------------------- a query's instruction
+def test_a_query_instruction_in_a_retrieval_folder_is_read_as_mteb_reads_it(tiny_bert, tmp_path):
+    """A retrieval folder's queries may carry `instruction` (mteb's InstructionRetrieval queries):
+    it is kept and the query is read as mteb reads its own instruction tasks, "<text> <instruction>",
+    so the scores equal those of the same folder with the instruction written into the text, and
+    differ from the folder without it. A non-string instruction is one line."""
+    from evalkit.cli import main
+    from evalkit.models.catalog import get_spec
+
+    words = "gene cell protein virus blood heart brain bone skin lung liver kidney muscle nerve".split()
+    corpus = [{"_id": f"d{i}", "title": "", "text": " ".join(words[(i + j) % len(words)] for j in range(5))} for i in range(30)]
+    instr = {f"q{i}": "find the passage about " + words[(3 * i + 7) % len(words)] for i in range(8)}
+    base = [{"_id": f"q{i}", "text": f"{words[i]} {words[(i + 2) % len(words)]}"} for i in range(8)]
+
+    def folder(name, queries):
+        f = tmp_path / name
+        write_jsonl(f / "corpus.jsonl", corpus)
+        write_jsonl(f / "queries.jsonl", queries)
+        (f / "qrels").mkdir()
+        (f / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{(4 * i) % 30}\t1\n" for i in range(8)))
+        (f / "task.yaml").write_text(f"name: {name}\ntype: Retrieval\n")
+        return f
+
+    spec = get_spec(str(tiny_bert), pooling="mean", max_length=MAX_LEN)
+    with_field = run_folder(folder("WithInstruction", [{**q, "instruction": instr[q["_id"]]} for q in base]), tmp_path / "a", spec)
+    written = run_folder(folder("Written", [{**q, "text": q["text"] + " " + instr[q["_id"]]} for q in base]), tmp_path / "b", spec)
+    plain = run_folder(folder("Without", base), tmp_path / "c", spec)
+    mine, ref, none = (d["embed"]["scores"]["test"][0] for d in (with_field, written, plain))
+    assert_same(mine, ref, ("ndcg_at_10", "map_at_100", "recall_at_10", "mrr_at_10"), tol=0)
+    assert any(mine[m] != none[m] for m in ("ndcg_at_10", "map_at_100", "mrr_at_10"))
+
+    bad = folder("BadInstruction", [{**base[0], "instruction": 3}, *base[1:]])
+    assert main(["run", "--model", str(tiny_bert), "--tasks", str(bad), "--output", str(tmp_path / "d")]) == 2

@@ -190,9 +190,15 @@ def load_retrieval(folder: Path, split: str) -> dict:
             except ValueError:
                 raise EvalkitError(f"{qrels_path}:{i}: score {row[2]!r} is not a number") from None
             qrels.setdefault(row[0], {})[row[1]] = score
+    # a query's `instruction` (mteb's InstructionRetrieval queries): kept, and mteb reads the query as
+    # "<text> <instruction>" exactly as for its own instruction tasks (mteb/_create_dataloaders.py)
+    with_instruction = any("instruction" in r for r in query_rows)
+    for i, r in enumerate(query_rows, 1):
+        if with_instruction and not (r.get("instruction") is None or isinstance(r.get("instruction"), str)):
+            raise EvalkitError(f"{folder / 'queries.jsonl'}: row {i}: `instruction` must be a string or null, got {r['instruction']!r}")
     return retrieval_split(
         [(str(r["_id"]), r.get("title") or "", r["text"]) for r in corpus_rows],
-        [(str(r["_id"]), r["text"]) for r in query_rows],
+        [(str(r["_id"]), r["text"], r.get("instruction")) if with_instruction else (str(r["_id"]), r["text"]) for r in query_rows],
         qrels,
         corpus_where=str(folder / "corpus.jsonl"),
         queries_where=str(folder / "queries.jsonl"),
@@ -202,8 +208,8 @@ def load_retrieval(folder: Path, split: str) -> dict:
 
 def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict | None, *, corpus_where: str, queries_where: str,
                     qrels_where: str = "", corpus_dataset=None) -> dict:
-    """mteb's retrieval split data from (id, title, text) documents, (id, text) queries and
-    {query: {doc: relevance}}, after the checks every retrieval source must pass. `qrels` None: a
+    """mteb's retrieval split data from (id, title, text) documents, (id, text) or (id, text, instruction)
+    queries and {query: {doc: relevance}}, after the checks every retrieval source must pass. `qrels` None: a
     split to search only (AIR-Bench's test queries, whose judgements its leaderboard keeps).
     `corpus_dataset`: the corpus as another split of the same documents holds it (shared, not copied)."""
     from datasets import Dataset
@@ -218,7 +224,10 @@ def retrieval_split(corpus: list[tuple], queries: list[tuple], qrels: dict | Non
             raise EvalkitError(f"{where}: {len(dup)} duplicate ids (first: {dup[0]!r})")
     docs = corpus_dataset if corpus_dataset is not None else Dataset.from_dict(
         {"id": [r[0] for r in corpus], "title": [r[1] for r in corpus], "text": [r[2] for r in corpus]})
-    qs = Dataset.from_dict({"id": [r[0] for r in queries], "text": [r[1] for r in queries]})
+    qs = {"id": [r[0] for r in queries], "text": [r[1] for r in queries]}
+    if queries and len(queries[0]) > 2:  # (id, text, instruction)
+        qs["instruction"] = [r[2] for r in queries]
+    qs = Dataset.from_dict(qs)
     if qrels is None:
         return {"corpus": docs, "queries": qs, "relevant_docs": {}, "top_ranked": None}
     if not qrels or not any(docs for docs in qrels.values()):
