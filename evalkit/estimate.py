@@ -66,8 +66,12 @@ def _inputs(unit: Unit, task, adapter) -> list[str]:
             except Exception:  # a split not loaded, or a task type whose inputs are not counted here (Reranking, Summarization)
                 continue
             out += adapter.format_inputs(texts, task.metadata, kind, hf_split=split, hf_subset=subset)
+    unjudged = [("default", split, data) for split, data in (getattr(task, "unjudged", None) or {}).items()]
+    for _, split, data in unjudged:  # an AIR-Bench split searched, not scored: all its queries
+        queries = [str(t) for t in data["queries"]["text"]]
+        out += adapter.format_inputs(queries, task.metadata, kind, hf_split=split, hf_subset="default")
     if ts.type == "Retrieval":
-        out += corpus_texts(task, adapter)
+        out += corpus_texts(task, adapter, extra=unjudged)
     return out
 
 

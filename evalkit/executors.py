@@ -113,10 +113,11 @@ def _absolute(unit):
     return dataclasses.replace(unit, task=fix(unit.task), first_stage=fs)
 
 
-def corpus_texts(task, adapter, batch_size: int = 32) -> list[str]:
+def corpus_texts(task, adapter, batch_size: int = 32, extra=()) -> list[str]:
     """The distinct document texts that mteb will ask `adapter` to encode for a retrieval task, in
     order: mteb's own corpus dataloader (PromptType.document, title + text as mteb joins them), then
-    the adapter's formatting, as EmbeddingAdapter.encode does."""
+    the adapter's formatting, as EmbeddingAdapter.encode does. `extra`: more (subset, split, data)
+    to count (an AIR-Bench task's splits searched but not scored)."""
     from mteb._create_dataloaders import create_dataloader
     from mteb.types import PromptType
 
@@ -126,12 +127,12 @@ def corpus_texts(task, adapter, batch_size: int = 32) -> list[str]:
     ds = task.dataset
     subsets = list(task.hf_subsets) if getattr(task, "hf_subsets", None) else list(ds)
     out: dict[str, None] = {}
-    for subset in subsets:
-        for split in task.eval_splits:
-            data = ds[split] if (subset not in ds and subset == "default") else ds[subset][split]
-            loader = create_dataloader(data["corpus"], task_metadata=task.metadata, prompt_type=PromptType.document, batch_size=batch_size)
-            texts = [t for batch in loader for t in batch["text"]]
-            out.update(dict.fromkeys(adapter.format_inputs(texts, task.metadata, PromptType.document, hf_split=split, hf_subset=subset)))
+    splits = [(subset, split, ds[split] if (subset not in ds and subset == "default") else ds[subset][split])
+              for subset in subsets for split in task.eval_splits]
+    for subset, split, data in [*splits, *extra]:
+        loader = create_dataloader(data["corpus"], task_metadata=task.metadata, prompt_type=PromptType.document, batch_size=batch_size)
+        texts = [t for batch in loader for t in batch["text"]]
+        out.update(dict.fromkeys(adapter.format_inputs(texts, task.metadata, PromptType.document, hf_split=split, hf_subset=subset)))
     return list(out)
 
 

@@ -182,7 +182,10 @@ def input_texts(ts, task, data) -> list[str]:
     """The texts of one split that mteb encodes as queries / symmetric inputs."""
     if ts.type == "Retrieval":  # the queries this split judges (a BEIR queries file serves every split)
         judged = {str(q) for q, docs in (data["relevant_docs"] or {}).items() if docs}
-        return [str(t) for q, t in zip(_column(data["queries"], "id"), _column(data["queries"], "text")) if str(q) in judged]
+        texts = _column(data["queries"], "text")
+        if "instruction" in getattr(data["queries"], "column_names", ()):  # as mteb reads a query with its instruction
+            texts = [t if i is None else f"{t} {i}" for t, i in zip(texts, _column(data["queries"], "instruction"))]
+        return [str(t) for q, t in zip(_column(data["queries"], "id"), texts) if str(q) in judged]
     if ts.type == "Classification":
         return _flat(_column(data, getattr(task, "input_column_name", "text")))
     if ts.type == "Clustering":

@@ -8,6 +8,7 @@ tests/offline_run.py) and need no new vector."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -268,6 +269,8 @@ def test_air_bench_24_04_without_judgements_is_searched_for_its_submission(tmp_p
     monkeypatch.setenv("EVALKIT_DATA", str(data))
     out = tmp_path / "results"
     args = ["run", "--model", str(tiny_bert), "--tasks", WIKI, "--output", str(out), "--device", "cpu"]
+    assert main([*args, "--dry-run", "--no-cache"]) == 0  # the estimate counts what the search encodes: 4 queries, 150 documents
+    assert re.search(rf"{WIKI}\s+154\s+154\s", capsys.readouterr().out)
     assert main(args) == 0
     assert "searched, no judgements here to score" in capsys.readouterr().err
     (path,) = out.rglob(f"{WIKI}.json")
