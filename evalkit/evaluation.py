@@ -301,6 +301,7 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
 def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
     """A multi-function embedder's sparse, colbert or hybrid mode (evalkit/models/m3_search.py):
     mteb's retrieval evaluation of an M3Search, over the whole corpus or the dense unit's top-k."""
+    from evalkit.air_bench_submission import retriever_name, search_only_document, search_unjudged, submission_files
     from evalkit.models.recipes import describe
     from evalkit.items import ItemRecorder
     from evalkit.models.m3_search import M3Search
@@ -323,7 +324,9 @@ def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
     adapter, prefixer = _embedding_adapter(unit, task, models)
     t_m3 = time.perf_counter()
     with ItemRecorder(task) as rec:
-        res = run_mteb(M3Search(adapter, m3, unit.m3, run), task, unit.task, settings, prediction_folder=rec.folder)
+        res = run_mteb(M3Search(adapter, m3, unit.m3, run), task, unit.task, settings, prediction_folder=rec.folder) if task.eval_splits else None
+        if getattr(task, "unjudged", None):  # AIR-Bench splits without judgements here: searched for the submission
+            search_unjudged(M3Search(adapter, m3, unit.m3, run), task, settings.batch_size)
         work, encode = _work(emb, before)
         work["first_stage_encoded_texts"] = encoded
         total = time.perf_counter() - t0
@@ -334,8 +337,9 @@ def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
         meta.update(**_embedder_meta(emb), recipe=describe(unit.model.spec, unit.task), m3={"mode": unit.m3.name, "weights": list(unit.m3.weights) if unit.m3.weights else None}, first_stage=first_meta)
         if prefixer is not None:
             meta["fewshot"] = prefixer.info
-        doc = result_document(res, meta)
+        doc = result_document(res, meta) if res is not None else search_only_document(unit, task, meta)
         items = rec.items(doc)
+    files.update(submission_files(task, settings.output, retriever_name(unit)))  # AIR-Bench's layout, for its tasks
     return Evaluation(doc, items, files, work["encoded_texts"] + encoded, work["cached_texts"], 0, total)
 
 

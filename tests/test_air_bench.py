@@ -342,3 +342,27 @@ def test_seeds_experiment_fewshot_compare_with_a_reranker(tmp_path, monkeypatch,
     assert m3["wiki"] == "50.00" and m3["ALL (8)"] == "53.50"
     ours = [k for k in rows if "tiny" in k or "fewshot" in k]
     assert any("fewshot-3-authors" in k for k in ours) and any("fewshot" not in k for k in ours), rows.keys()
+
+
+def test_m3_modes_write_their_own_submissions(tmp_path, monkeypatch, capsys):
+    """A multi-function embedder's sparse mode is a retriever of its own in AIR-Bench's layout: dev
+    scored (equal to the package's evaluator on its search results), test searched for submission."""
+    import evalkit.tasks
+
+    monkeypatch.setitem(evalkit.tasks.hub._HUB_STATE, "https://huggingface.co", False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    data = synthetic_finance(tmp_path / "data", with_test_qrels=False)
+    monkeypatch.setenv("EVALKIT_DATA", str(data))
+    out = tmp_path / "results"
+    model = Path(__file__).resolve().parent / "data" / "m3" / "model"
+    assert main(["run", "--model", str(model), "--tasks", FINANCE, "--m3-mode", "sparse", "--output", str(out), "--device", "cpu"]) == 0, \
+        capsys.readouterr().err
+    base = out / "air-bench" / "search_results"
+    retrievers = sorted(p.name for p in base.iterdir())
+    assert retrievers == ["model-m3-sparse"], retrievers  # the model folder's name and the mode's variant
+    sparse = base / retrievers[0] / "NoReranker"
+    assert sorted(p.name for p in (sparse / "qa" / "finance").iterdir()) == ["en_default_dev.json", "en_default_test.json"]
+    (doc,) = [json.loads(p.read_text()) for p in out.rglob(f"{FINANCE}.json") if "m3-sparse" in str(p)]
+    theirs = package_scores(data, sparse, "dev")
+    for metric, value in theirs.items():
+        assert doc["scores"]["dev"][0][metric] == pytest.approx(value, abs=1e-12), metric
