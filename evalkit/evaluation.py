@@ -144,6 +144,17 @@ def _phase(models: Models, what: str) -> None:
         models.progress.phase(what)
 
 
+def _read(unit: Unit, settings: Settings, models: Models):
+    """Seeds set, the unit's mteb task with its data read: (task, the unit's start, seconds reading)."""
+    from evalkit.tasks import build_task
+
+    t0 = time.perf_counter()
+    set_seeds(settings.seed)
+    _phase(models, "reading data")
+    task = build_task(unit.task)
+    return task, t0, time.perf_counter() - t0
+
+
 def _embedding_adapter(unit: Unit, task, models: Models):
     """The adapter of an embedder unit: its instruction and, for a few-shot setting or an in-context
     model, its prefixer (rebuilt from the unit's data wherever the unit runs)."""
@@ -183,13 +194,8 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
     from evalkit.items import ItemRecorder
     from evalkit.models.recipes import describe
     from evalkit.results import result_document
-    from evalkit.tasks import build_task
 
-    t0 = time.perf_counter()
-    set_seeds(settings.seed)
-    _phase(models, "reading data")
-    task = build_task(unit.task)
-    t_data = time.perf_counter() - t0
+    task, t0, t_data = _read(unit, settings, models)
     emb = models.embedder(unit.model)
     before = dict(emb.counts), dict(emb.config.stats)
     adapter, prefixer = _embedding_adapter(unit, task, models)
@@ -211,13 +217,16 @@ def _embed(unit: Unit, settings: Settings, models: Models) -> Evaluation:
 
 
 def _candidates(job: Job, settings: Settings, models: Models, task):
-    """A unit with a first stage: (the task with each query's candidates attached, the run file to
-    write when the unit computed them, its first stage's record, the texts the first stage encoded)."""
+    """(the task with each query's candidates attached, the first stage's run, the run file to write
+    when the unit computed it, its first stage's record, the texts the first stage encoded); a unit
+    without a first stage: (task, None, {}, None, 0)."""
     from evalkit import rerank
     from evalkit.results import versions
     from evalkit.tasks import build_task
 
     unit = job.unit
+    if unit.first_stage is None:
+        return task, None, {}, None, 0
     files: dict = {}
     encoded = 0
     run_doc = job.run_doc
@@ -265,17 +274,10 @@ def _rerank(job: Job, settings: Settings, models: Models) -> Evaluation:
     from evalkit.items import ItemRecorder
     from evalkit.models.reranker import RerankerAdapter
     from evalkit.results import result_document
-    from evalkit.tasks import build_task
 
     unit = job.unit
-    t0 = time.perf_counter()
-    set_seeds(settings.seed)
-    _phase(models, "reading data")
-    task = build_task(unit.task)
-    files, first_meta, encoded, run_doc = {}, None, 0, None
-    t_data = time.perf_counter() - t0
-    if unit.first_stage is not None:
-        task, run_doc, files, first_meta, encoded = _candidates(job, settings, models, task)
+    task, t0, t_data = _read(unit, settings, models)
+    task, run_doc, files, first_meta, encoded = _candidates(job, settings, models, task)
     rr = models.reranker(unit.model)
     before, scored_before = rr.counts["pairs"], rr.config.stats["seconds"]
     t_rr = time.perf_counter()
@@ -306,18 +308,11 @@ def _m3(job: Job, settings: Settings, models: Models) -> Evaluation:
     from evalkit.items import ItemRecorder
     from evalkit.models.m3_search import M3Search
     from evalkit.results import result_document
-    from evalkit.tasks import build_task
 
     unit = job.unit
-    t0 = time.perf_counter()
-    set_seeds(settings.seed)
-    _phase(models, "reading data")
-    task = build_task(unit.task)
-    files, first_meta, encoded, run = {}, None, 0, None
-    t_data = time.perf_counter() - t0
-    if unit.first_stage is not None:
-        task, run_doc, files, first_meta, encoded = _candidates(job, settings, models, task)
-        run = run_doc["run"]
+    task, t0, t_data = _read(unit, settings, models)
+    task, run_doc, files, first_meta, encoded = _candidates(job, settings, models, task)
+    run = run_doc["run"] if run_doc is not None else None
     m3 = models.m3(unit.model)
     emb = m3.embedder
     before = dict(emb.counts), dict(emb.config.stats)

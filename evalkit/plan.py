@@ -146,7 +146,7 @@ class Plan:
     settings: Settings
     notes: list[str] = field(default_factory=list)  # what the plan left out and why, for the user
     unreadable: dict = field(default_factory=dict)  # a dry run's tasks whose data cannot be had here: name -> the one line
-    read: dict = field(default_factory=dict, repr=False, compare=False)  # a dry run's checked mteb tasks, data loaded: the estimate's
+    read: dict = field(default_factory=dict, repr=False, compare=False)  # a dry run's checked mteb tasks, which its estimate reuses
 
     @property
     def folders(self) -> list[Path]:

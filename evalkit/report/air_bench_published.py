@@ -8,7 +8,8 @@ list of `{config, results}` records, one per task type and metric:
 laid out as eval_results/<version>/<retriever>/<reranker>/results*.json (files without a version
 folder are 24.04's, the leaderboard's first version). Each (version, task type, domain, lang, dataset)
 is evalkit's task of tasks/air-bench.yaml; its test split holds every metric given, and its main
-score is the leaderboard's metric of the task type. One row per retriever + reranker.
+score is the leaderboard's metric of the task type. One row per retriever + reranker, as plain data
+(evalkit/report/sources.py makes the report's rows of them).
 """
 from __future__ import annotations
 
@@ -50,16 +51,17 @@ def _tasks() -> dict[tuple, str]:
             for s in Registry().all_specs() if s.source == "air-bench" and (a := s.air_bench)}
 
 
-def load(path: Path) -> list:
-    """One published Entry (evalkit/report/sources.py) per retriever + reranker in AIR-Bench's files."""
-    from evalkit.report.sources import Entry
+def load(path: Path) -> list[dict]:
+    """One published row per retriever + reranker in AIR-Bench's files: {label, model, hub_name,
+    revision, scores: {task: {"test/default": {metric: value}}}, paths: {task: file}} (the report's
+    Entry fields, evalkit/report/sources.py)."""
     from evalkit.tasks.air_bench import MAIN_METRIC
 
     files = result_files(path)
     if not files:
         raise EvalkitError(f"{path} holds no AIR-Bench result files (a JSON list of {{config, results}} records)")
     tasks = _tasks()
-    entries: dict[tuple[str, str], Entry] = {}
+    rows: dict[tuple[str, str], dict] = {}
     for f in files:
         version = next((p for p in reversed(f.parent.parts) if VERSION.match(p)), DEFAULT_VERSION)
         for i, rec in enumerate(json.loads(f.read_text(encoding="utf-8"))):
@@ -68,25 +70,22 @@ def load(path: Path) -> list:
                 retriever, reranker, task_type, metric = cfg["retrieval_model"], cfg["reranking_model"], cfg["task"], cfg["metric"]
             except (KeyError, TypeError) as e:
                 raise EvalkitError(f"{f}: record {i}: its config has no {e}") from None
-            key = (retriever, reranker)
-            e = entries.get(key)
-            if e is None:
-                label = retriever if reranker in (None, "NoReranker") else f"{retriever} + {reranker}"
-                e = entries[key] = Entry(label=f"{label} (published: AIR-Bench)", model=str(retriever), published=True, source=str(path))
-                e.meta["hub_name"] = label
-                if cfg.get("revision"):
-                    e.meta["revision"] = cfg["revision"]
+            row = rows.get((retriever, reranker))
+            if row is None:
+                name = retriever if reranker in (None, "NoReranker") else f"{retriever} + {reranker}"
+                row = rows[(retriever, reranker)] = {"label": f"{name} (published: AIR-Bench)", "model": str(retriever), "hub_name": name,
+                                                     "revision": cfg.get("revision"), "scores": {}, "paths": {}}
             for r in rec["results"] or []:
                 try:
-                    name = tasks.get((version, task_type, r["domain"], r["lang"], str(r["dataset"])))
+                    task = tasks.get((version, task_type, r["domain"], r["lang"], str(r["dataset"])))
                     value = float(r["value"])
                 except (KeyError, TypeError, ValueError):
                     raise EvalkitError(f"{f}: record {i}: a result needs domain, lang, dataset and a numeric value: {r}") from None
-                if name is None:
+                if task is None:
                     continue  # a dataset evalkit's table does not have (another version's)
-                scores = e.scores.setdefault(name, {}).setdefault("test/default", {})
+                scores = row["scores"].setdefault(task, {}).setdefault("test/default", {})
                 scores[metric] = value
                 if metric == MAIN_METRIC.get(task_type):
                     scores["main_score"] = value
-                e.paths[name] = f
-    return list(entries.values())
+                row["paths"][task] = f
+    return list(rows.values())

@@ -206,15 +206,23 @@ def load_published_repository(path: Path, spec: str = "authors") -> list[Entry]:
     return entries
 
 
+def _air_bench_entry(row: dict, path: Path) -> Entry:
+    e = Entry(label=row["label"], model=row["model"], published=True, source=str(path), scores=row["scores"], paths=row["paths"])
+    e.meta["hub_name"] = row["hub_name"]
+    if row.get("revision"):
+        e.meta["revision"] = row["revision"]
+    return e
+
+
 def load_published(path: Path, spec: str = "authors") -> list[Entry]:
     """Published rows from a published-scores JSON, a results-layout folder (an MTEB results
     repository clone, or some of its model folders), `spec` choosing the source folders' precedence,
     or AIR-Bench's leaderboard result files (evalkit/report/air_bench_published.py)."""
-    from evalkit.report import air_bench_published
+    from evalkit.report.air_bench_published import load as load_air_bench, result_files
 
     path = Path(path)
-    if air_bench_published.result_files(path):  # AIR-Bench's leaderboard files
-        return air_bench_published.load(path)
+    if result_files(path):  # AIR-Bench's leaderboard files
+        return [_air_bench_entry(row, path) for row in load_air_bench(path)]
     if path.is_file():
         return load_published_json(path)
     if path.is_dir():
