@@ -17,19 +17,21 @@ from pathlib import Path
 
 
 def make_report(results: Path, benchmark: str | None = None, published: list[Path] | None = None, fmt: str = "md",
-                out_dir: Path | None = None, partial: str = "mark", published_source: str = "authors") -> str:
+                out_dir: Path | None = None, partial: str = "mark", published_source: str | None = None) -> str:
     """The leaderboard of `benchmark` (default offline-en) over the runs in `results` and the
     published sources, rendered as `fmt` (md | csv | html). `published_source` orders a results
-    repository's source folders (authors | reruns | folder names, see evalkit/report/published.py)."""
-    from evalkit.report.benchmarks import DEFAULT_BENCHMARK, load_benchmark
+    repository's source folders (authors | reruns | mteb | folder names, see evalkit/report/published.py;
+    default: mteb for one of mteb's benchmarks, else authors)."""
+    from evalkit.report.benchmarks import DEFAULT_BENCHMARK
+    from evalkit.report.mteb_leaderboard import find_benchmark
     from evalkit.report.render import render
     from evalkit.report.sources import load_published, load_runs
     from evalkit.report.tables import build_table
 
-    bench = load_benchmark(benchmark or DEFAULT_BENCHMARK)
+    bench = find_benchmark(benchmark or DEFAULT_BENCHMARK)
     entries = load_runs(results)
     for p in published or []:
-        entries += load_published(p, published_source)
+        entries += load_published(p, published_source or ("mteb" if bench.leaderboard == "mteb" else "authors"))
     table = build_table(entries, bench, partial=partial)
     if not table.rows:
         from evalkit.errors import EvalkitError

@@ -27,6 +27,7 @@ class Column:
     name: str
     tasks: list[str]
     count: bool = False
+    kind: str = "tasks"  # "types": the mean of the benchmark's per-type columns (mteb's Mean (TaskType))
 
     @property
     def label(self) -> str:
@@ -49,6 +50,7 @@ class Benchmark:
     main_metric: str | None = None  # the tasks' main metric where mteb does not know them (AIR-Bench)
     model_columns: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    leaderboard: str | None = None  # "mteb": one of mteb's benchmarks, aggregated as its leaderboard does
 
     def splits_of(self, task: str) -> list[str] | None:
         """The splits that count, or None for 'every split present'."""

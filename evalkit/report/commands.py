@@ -70,14 +70,17 @@ def add_report_commands(sub) -> None:
 
     rp = sub.add_parser("report", help="leaderboard tables (markdown, HTML, CSV) from a results folder")
     rp.add_argument("--results", default="results", help="folder of model folders (default: results)")
-    rp.add_argument("--benchmark", default=DEFAULT_BENCHMARK, help=f"a benchmark of tasks/benchmarks.yaml (default: {DEFAULT_BENCHMARK})")
+    rp.add_argument("--benchmark", default=DEFAULT_BENCHMARK,
+                    help=f"a benchmark of tasks/benchmarks.yaml, or any of mteb's by its name (\"MTEB(eng, v2)\"), aggregated as "
+                         f"mteb's leaderboard does (default: {DEFAULT_BENCHMARK})")
     rp.add_argument("--with-published", action="append", metavar="FILE_OR_DIR",
                     help="published reference scores: a published_scores.json, or a clone of the MTEB results repository "
                          "(or some of its model folders; files of any mteb version) (repeatable)")
-    rp.add_argument("--published-source", default="authors", metavar="ORDER",
+    rp.add_argument("--published-source", default=None, metavar="ORDER",
                     help="which source folder of a results repository each task comes from, first that has it: "
-                         "authors (default: external, no_revision_available, then the revision folders), reruns "
-                         "(the revision folders first), or a comma-separated list of folder names / revisions (only those)")
+                         "authors (the default for evalkit's benchmarks: external, no_revision_available, then the revision "
+                         "folders), reruns (the revision folders first), mteb (the default for mteb's benchmarks: the file "
+                         "mteb's leaderboard takes), or a comma-separated list of folder names / revisions (only those)")
     rp.add_argument("--format", choices=["md", "html", "csv"], default="md")
     rp.add_argument("--out", help="output path without suffix, e.g. reports/leaderboard (default: stdout)")
     rp.add_argument("--partial", choices=["mark", "hide"], default="mark",

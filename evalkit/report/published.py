@@ -36,6 +36,9 @@ folder, in the order given, that has a score for it as the benchmark selects it.
   folders (the newest mteb version first);
 - `reruns`: the other way round: the revision folders (the newest mteb version first), any other
   folder, `no_revision_available`, then `external`;
+- `mteb` (the default for mteb's benchmarks): per task, the file mteb's leaderboard takes
+  (`BenchmarkResults.join_revisions`: the model's main revision in mteb's registry, then files with an
+  mteb version, the newest first, then a real revision), whether or not it has the benchmark's selection;
 - a comma-separated list of folder names (a revision may be abbreviated to 7+ characters): only those,
   in that order.
 """
@@ -52,7 +55,7 @@ from evalkit.errors import EvalkitError
 
 AUTHORS = "external"
 EARLY = "no_revision_available"
-SOURCE_SPECS = ("authors", "reruns")
+SOURCE_SPECS = ("authors", "reruns", "mteb")
 
 # The main metric of each task type in mteb < 1.11, in mteb 2's metric spelling (the old files say
 # cos_sim.ap, cos_sim.spearman, map: mteb 1.x's PairClassification main_score "ap" meant the cosine AP;
@@ -114,6 +117,9 @@ class SourceFolder:
     unversioned: int = 0  # files without an mteb version
     skipped: list[str] = field(default_factory=list)  # "file: why"
     meta: dict = field(default_factory=dict)  # model_meta.json
+    # the folder's files as they are, where evalkit reads a task otherwise (the CQADupstack aggregate
+    # file); mteb's leaderboard reads these (the `mteb` precedence)
+    as_files: dict[str, Candidate] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -322,16 +328,57 @@ def read_source_folder(path: Path) -> SourceFolder:
             folder.versions.add(c.mteb_version)
         else:
             folder.unversioned += 1
+    if CQADUPSTACK in folder.tasks:
+        folder.as_files[CQADUPSTACK] = folder.tasks[CQADUPSTACK]
     _cqadupstack(folder)
     return folder
 
 
+def mteb_order(cands: list[Candidate], main_revision: str | None) -> list[Candidate]:
+    """One task's files in the order mteb's `BenchmarkResults.join_revisions` prefers them (it keeps
+    the first): priority 1000 for the model's main revision, 100 for a file with an mteb version, 10
+    for a real revision (not external or no_revision_available), then the newest mteb version."""
+    def key(c: Candidate):
+        prio = (1000 * (bool(main_revision) and c.source == main_revision) + 100 * bool(_version_key(c.mteb_version))
+                + 10 * (c.source not in (AUTHORS, EARLY)))
+        v = _version_key(c.mteb_version)
+        return (-prio, not v, tuple(-x for x in v))
+    return sorted(cands, key=key)
+
+
+@lru_cache(maxsize=None)
+def mteb_main_revision(model: str) -> str | None:
+    """The model's main revision in mteb's model registry (None where mteb does not know it)."""
+    try:
+        import mteb
+
+        return mteb.get_model_meta(model).revision
+    except Exception:
+        return None
+
+
+@lru_cache(maxsize=None)
+def mteb_main_scores(path: Path) -> dict[str, dict[str, float]]:
+    """A file's main scores as mteb's own loader reads them (`TaskResult.from_disk`, which converts
+    the files of mteb < 1.11): {"split/subset": {"main_score": value}}; a split/subset whose main
+    score mteb does not find is left out."""
+    from mteb import TaskResult
+
+    out = {}
+    for split, items in TaskResult.from_disk(Path(path)).scores.items():
+        for it in items:
+            if _finite(it.get("main_score")):
+                out[f"{split}/{it.get('hf_subset', 'default')}"] = {"main_score": float(it["main_score"])}
+    return out
+
+
 def order_sources(folders: list[SourceFolder], spec: str = "authors") -> list[SourceFolder]:
-    """The source folders of one model in precedence order (see the module's docstring)."""
+    """The source folders of one model in precedence order (see the module's docstring; `mteb`
+    orders by folder here, each task's files then by `mteb_order`)."""
     spec = (spec or "authors").strip()
     if spec in SOURCE_SPECS:
         rank = {"authors": 0, "early": 1, "other": 2, "revision": 3}
-        if spec == "reruns":
+        if spec in ("reruns", "mteb"):
             rank = {"revision": 0, "other": 1, "early": 2, "authors": 3}
         newest = {f.name: max((_version_key(v) for v in f.versions), default=()) for f in folders}
         # among revision folders the newest mteb version first (a folder without any version last)
@@ -352,7 +399,7 @@ def check_spec(spec: str) -> None:
             raise EvalkitError(f"--published-source {spec}: '{want}' cannot be combined with folder names")
         if not re.fullmatch(r"[\w.-]+", want):
             raise EvalkitError(
-                f"--published-source {spec}: '{want}' is neither authors, reruns nor a source folder's name "
+                f"--published-source {spec}: '{want}' is neither authors, reruns, mteb nor a source folder's name "
                 "(external, no_revision_available, a model revision of 7 to 40 hex digits)"
             )
 

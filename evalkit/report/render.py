@@ -40,8 +40,26 @@ ROUNDING_NOTE = {
 }
 
 
+MTEB_LEGEND = (
+    "Scores x100, 2 decimals, aggregated as mteb's leaderboard aggregates {name}: each task's main score averaged over "
+    "the benchmark's splits/subsets; Mean (Task) over the tasks, Mean (TaskType) over the task types' means; Rank (Borda) "
+    "as mteb ranks. Where mteb's leaderboard shows no mean because a task has no score, the cell is partial: "
+    "\"61.32 (11/12)\" (for Mean (TaskType): types); \"-\" means no score.{left_out}{published}"
+)
+
+
 def _legend(table: Table) -> str:
     sources = sorted({r.entry.source for r in table.rows if r.entry.published})
+    if table.benchmark.leaderboard == "mteb":
+        left = table.benchmark.info.get("left_out") or []
+        left_out = (f" {len(left)} of the benchmark's {len(table.benchmark.tasks)} tasks have no result in any row and, as on "
+                    f"mteb's leaderboard, count in no column: {', '.join(left)}." if left else "")
+        published = (f" Published rows ({', '.join(sources)}) take each task from the file mteb's leaderboard takes "
+                     "(its main revision, else the newest mteb version); see \"Published sources\"." if sources else "")
+        groups = table.benchmark.info.get("groupings") or []
+        if groups:
+            left_out += f" mteb's leaderboard also shows the means of its custom grouping{'s' if len(groups) > 1 else ''} ({', '.join(groups)}); not here."
+        return MTEB_LEGEND.format(name=table.benchmark.name, left_out=left_out, published=published)
     metric = table.benchmark.metric or "main score"
     if table.benchmark.metric_aliases:
         metric += f" (or {', '.join(table.benchmark.metric_aliases)})"

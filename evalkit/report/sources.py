@@ -180,16 +180,22 @@ def load_published_repository(path: Path, spec: str = "authors") -> list[Entry]:
         if not ordered:
             continue
         e = Entry(label="", model=mf.name, published=True, source=str(path), sources=ordered)
-        for f in ordered:
-            for task, c in f.tasks.items():
-                e.candidates.setdefault(task, []).append(c)
-                if task not in e.scores:
-                    e.scores[task] = c.scores
-                    e.paths[task] = c.path
         # the model's facts (hub name, dimension, length) from the authors' model_meta.json first
         meta = next((f.meta for f in pub.order_sources(folders, "authors") if f.meta.get("name")), {})
         if meta.get("name"):
             e.meta["hub_name"] = str(meta["name"])
+        for f in ordered:
+            tasks = {**f.tasks, **f.as_files} if spec == "mteb" else f.tasks
+            if spec == "mteb" and pub.CQADUPSTACK not in f.as_files:
+                tasks.pop(pub.CQADUPSTACK, None)  # mteb reads the aggregate file, never a mean of the sub-forums
+            for task, c in tasks.items():
+                e.candidates.setdefault(task, []).append(c)
+        if spec == "mteb":  # per task, mteb's choice first, and only it counts (tables.task_score)
+            main = pub.mteb_main_revision(e.display_model)
+            e.candidates = {t: pub.mteb_order(cs, main) for t, cs in e.candidates.items()}
+            e.meta["first_only"] = True
+        for task, cs in e.candidates.items():
+            e.scores[task], e.paths[task] = cs[0].scores, cs[0].path
         for k in ("embed_dim", "max_tokens"):
             if _finite(meta.get(k)):
                 e.meta[k] = int(meta[k])

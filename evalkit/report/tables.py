@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from evalkit.report.benchmarks import Benchmark
+from evalkit.report.benchmarks import MODEL_COLUMNS, Benchmark
 from evalkit.report.sources import Entry
 
 
@@ -159,7 +159,7 @@ class Table:
                     "skipped": [s for s in f.skipped if s.split(":", 1)[0].removesuffix(".json") in tasks
                                 or s.split(":", 1)[0].removesuffix(".json") in r.entry.candidates],
                 })
-            legacy_types = sorted({
+            legacy_types = [] if self.benchmark.leaderboard == "mteb" else sorted({  # mteb's loader reads them there
                 self.benchmark.types.get(t) or "?" for t in tasks
                 if r.tasks[t].value is not None and any(c.legacy and c.source == r.tasks[t].source for c in r.entry.candidates.get(t, []))
             })
@@ -174,12 +174,19 @@ class Table:
             })
         return out
 
+    @property
+    def scored_tasks(self) -> list[str]:
+        """The tasks the columns average (an mteb benchmark's table leaves out those no row has)."""
+        left_out = self.benchmark.info.get("left_out") or ()
+        return [t for t in self.benchmark.tasks if t not in left_out]
+
     def missing_notes(self) -> list[str]:
         notes = []
+        tasks = self.scored_tasks
         for r in self.rows:
-            miss = [t for t in self.benchmark.tasks if r.tasks[t].value is None]
-            if miss and len(miss) < len(self.benchmark.tasks):
-                notes.append(f"{r.label}: no score for {len(miss)} of {len(self.benchmark.tasks)} tasks ({', '.join(miss)})")
+            miss = [t for t in tasks if r.tasks[t].value is None]
+            if miss and len(miss) < len(tasks):
+                notes.append(f"{r.label}: no score for {len(miss)} of {len(tasks)} tasks ({', '.join(miss)})")
         return notes
 
 
@@ -265,7 +272,7 @@ def _scores_of(scores: dict, qual: dict, path: Path | None, bench: Benchmark, ta
     parts: dict[str, float] = {}
     missing: list[str] = []
     for split in splits:
-        if split not in present_splits and _SPLIT_ALIASES.get(split) in present_splits:
+        if split not in present_splits and _SPLIT_ALIASES.get(split) in present_splits and bench.leaderboard != "mteb":
             split = _SPLIT_ALIASES[split]  # mteb 1.x's name of the same split
         subsets = wanted_subsets or sorted({k.split("/", 1)[1] for k in present if k.split("/", 1)[0] == split})
         if not subsets:
@@ -292,10 +299,16 @@ def task_score(entry: Entry, bench: Benchmark, task: str) -> TaskScore:
         return _scores_of(entry.scores.get(task) or {}, entry.qualified.get(task) or {}, entry.paths.get(task), bench, task)
     chosen: TaskScore | None = None
     rest: list[TaskScore] = []
+    first_only = entry.meta.get("first_only", False)  # mteb's choice of file, whatever it holds
     for c in cands:
-        ts = _scores_of(c.scores, {}, c.path, bench, task, legacy=c.legacy)
+        scores, legacy = c.scores, c.legacy
+        if legacy and bench.leaderboard == "mteb" and c.path.is_file():
+            from evalkit.report.published import mteb_main_scores
+
+            scores, legacy = mteb_main_scores(c.path), False  # mteb's reading of an old file
+        ts = _scores_of(scores, {}, c.path, bench, task, legacy=legacy)
         ts.source, ts.notes = c.source, list(c.notes)
-        if chosen is None and ts.value is not None:
+        if chosen is None and (ts.value is not None or first_only):
             chosen = ts
         else:
             rest.append(ts)
@@ -330,27 +343,46 @@ def aggregate(tasks: dict[str, TaskScore], names: list[str], rounding: str | Non
     return Cell(mean_of(vals, rounding) if vals else None, len(vals), len(names))
 
 
+def _cells(tasks: dict[str, TaskScore], bench: Benchmark, by_type: list | None = None) -> list[Cell]:
+    """The row's cells; a `types` column (mteb's Mean (TaskType)) is the mean of the complete per-type
+    means, n/N counting types."""
+    cells = []
+    for c in bench.columns:
+        if c.kind == "types":
+            types = [aggregate(tasks, t.tasks) for t in by_type or []]
+            vals = [t.value for t in types if t.complete]
+            cells.append(Cell(mean_of(vals) if vals else None, len(vals), len(types)))
+        else:
+            cells.append(aggregate(tasks, c.tasks, bench.rounding))
+    return cells
+
+
 def model_info(entry: Entry, bench: Benchmark) -> dict[str, str]:
-    if not bench.model_columns:
+    if not any(m in MODEL_COLUMNS for m in bench.model_columns):
         return {}
     meta = None if entry.meta.get("embed_dim") and entry.meta.get("max_tokens") else mteb_model_meta(entry.display_model)
     dim = entry.meta.get("embed_dim") or (getattr(meta, "embed_dim", None) if meta is not None else None)
     seq = entry.meta.get("max_length") or entry.meta.get("max_tokens") or (getattr(meta, "max_tokens", None) if meta is not None else None)
     out = {"Dimension": str(int(dim)) if dim else "-", "Sequence Length": str(int(seq)) if seq else "-"}
-    return {k: out[k] for k in bench.model_columns}
+    return {k: out[k] for k in bench.model_columns if k in out}
 
 
 def build_table(entries: list[Entry], bench: Benchmark, partial: str = "mark", keep_empty: bool = False) -> Table:
+    scored = [(e, {t: task_score(e, bench, t) for t in bench.tasks}) for e in entries]
+    by_type = None
+    if bench.leaderboard == "mteb":  # its columns: the tasks that have a result file in any row
+        from evalkit.report.mteb_leaderboard import apply_coverage, with_columns
+
+        apply_coverage([tasks for _, tasks in scored], bench.tasks)
+        bench, by_type = with_columns(bench, [t for t in bench.tasks if any(t in e.scores or t in e.qualified for e, _ in scored)])
     rows = []
-    for e in entries:
-        tasks = {t: task_score(e, bench, t) for t in bench.tasks}
+    for e, tasks in scored:
         if not keep_empty and all(ts.value is None for ts in tasks.values()):
             continue  # nothing of this benchmark (e.g. a Chinese model's rows in an English table)
         if bench.rounding:
             for ts in tasks.values():
                 ts.value = round_task(ts.value, bench.rounding)
-        cells = [aggregate(tasks, c.tasks, bench.rounding) for c in bench.columns]
-        row = Row(e, tasks, cells, model_info(e, bench))
+        row = Row(e, tasks, _cells(tasks, bench, by_type), model_info(e, bench))
         if e.candidates:
             from evalkit.report.published import source_label
 
@@ -366,6 +398,12 @@ def build_table(entries: list[Entry], bench: Benchmark, partial: str = "mark", k
             row.display_label += ")"
         rows.append(row)
     rows.sort(key=Row.sort_key)
+    if bench.leaderboard == "mteb":
+        from evalkit.report.mteb_leaderboard import RANK, borda_ranks
+
+        for r, rank in zip(rows, borda_ranks(rows, [t for t in bench.tasks if t not in bench.info["left_out"]])):
+            r.info[RANK] = str(rank)
+        rows.sort(key=lambda r: (int(r.info[RANK]), r.label))
     return Table(bench, rows, partial)
 
 
