@@ -237,7 +237,8 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
 def task_recipe_lines(plan: Plan) -> list[str]:
     """Per embedder and task: what goes before each input kind under its recipe, and the examples a
     few-shot setting takes (the authors' file, with its count, or the task's pool)."""
-    from evalkit.models.recipes import describe
+    from evalkit.fewshot import authors_pool
+    from evalkit.models.recipes import DATA, describe, examples_count
 
     lines, seen = [], set()
     for u in plan.units:
@@ -257,6 +258,9 @@ def task_recipe_lines(plan: Plan) -> list[str]:
                 shots = f"; {min(u.fewshot.k, ex.get('count', 0))} of the authors' {ex.get('count', 0)} examples ({ex.get('file')})"
             else:
                 shots = f"; {u.fewshot.k} examples, {u.fewshot.selector} from the task's pool"
+                pool = authors_pool(ts)
+                if pool is not None:
+                    shots += f": the authors' {examples_count(pool)} examples ({pool.relative_to(DATA)})"
         elif d.get("examples"):
             shots = f"; the authors' examples: {d['examples']['count']} ({d['examples']['file']}, used with --fewshot K)"
         lines.append(f"recipe {d['name']} {ts.name} [{u.fewshot.label if u.fewshot else '0-shot'}]: {inputs}{shots}")

@@ -10,6 +10,8 @@ Pool      where a task's examples come from (`fewshot:` in the task's YAML):
                               STS                  sentence1 and sentence2 of a pair scored >= min_score
                                                    (default: 80% of the task's scale, 4 of 0-5)
                               PairClassification   sentence1 and sentence2 of a positive pair
+          An English AIR-Bench 24.04 task (no train split) without `fewshot:` has bge-en-icl's authors'
+          3 examples as its pool (evalkit.models.recipes.air_bench_examples).
           An example never comes from a split being evaluated: a pool split that is evaluated is an
           error, pool items whose text is also an evaluated text are dropped (a file that holds one
           is an error), and every example handed to a query is checked again (`ExamplePool.check`).
@@ -280,10 +282,24 @@ def load_examples_file(path: Path) -> list[Example]:
     return out
 
 
+def authors_pool(ts) -> Path | None:
+    """The few-shot pool of a task without `fewshot:` that has no split to draw from, where a model's
+    authors ship one: English AIR-Bench 24.04 (no train split) -> bge-en-icl's authors' 3 examples;
+    a model without an instruction of its own gets theirs with them (catalog.ICL_DEFAULT: their AIR-Bench
+    runner gives one instruction to every dataset)."""
+    if ts.fewshot or not getattr(ts, "air_bench", None):
+        return None
+    from evalkit.models.recipes import air_bench_examples
+
+    return air_bench_examples(ts)
+
+
 def build_pools(ts, task, examples_file: Path | None = None) -> dict[str, ExamplePool]:
     """One pool per subset that the task evaluates (see the module doc for the rules); `examples_file`
     (a recipe's own examples of the task) takes the place of the task's `fewshot:` pool."""
     cfg = {"file": str(examples_file)} if examples_file is not None else dict(ts.fewshot or {})
+    if not cfg and authors_pool(ts) is not None:
+        cfg = {"file": str(authors_pool(ts))}
     unknown = sorted(set(cfg) - set(POOL_KEYS))
     if unknown:
         raise EvalkitError(f"task {ts.name}: unknown `fewshot:` keys {unknown}: use {', '.join(POOL_KEYS)}")
@@ -610,6 +626,10 @@ class FewshotFactory:
         from evalkit.models.recipes import instruction_for
 
         instruct = instruction_for(self.spec, ts.name, ts.type, ts.instruction) or ts.instruction or self.spec.query_instruction
+        if instruct is None and authors_pool(ts) is not None:
+            from evalkit.models.catalog import ICL_DEFAULT
+
+            instruct = ICL_DEFAULT  # the one instruction bge-en-icl's AIR-Bench runner gives every dataset, with these examples
         pools, selector = {}, None
         if st.k > 0:
             pools = build_pools(ts, task, authors_examples(self.spec, ts) if st.selector == "authors" else None)

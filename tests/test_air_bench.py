@@ -297,6 +297,26 @@ def test_icl_dry_run_shows_the_authors_air_bench_examples(tiny_decoder, capsys):
             assert "3 of the authors' 3 examples (bge-en-icl/air-bench-examples/" in line and f"<instruct>{ICL_DEFAULT}" in line, line
         if n == 15:
             assert any("long-doc/healthcare-pubmed_100k-200k_1.jsonl" in x and "pubmed_100K-200K_1" in x for x in lines)
+    # the issue's command, no recipe named: AIR-Bench has no train split, so the authors' examples are
+    # every English 24.04 dataset's own pool, drawn by the default selector
+    assert main(["run", "--model", str(tiny_decoder), "--kind", "icl-embedder", "--suite", "air-bench-24.04-qa-en", "--fewshot", "3",
+                 "--dry-run", "--no-cache"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("recipe defaults AIR-Bench-")]
+    assert len(lines) == 8 and all("3 examples, random from the task's pool: the authors' 3 examples (bge-en-icl/air-bench-examples/qa/" in x
+                                   for x in lines), lines
+
+
+def test_the_authors_examples_are_the_pool_of_any_model(tmp_path, monkeypatch, tiny_decoder, capsys):
+    """No recipe named: a 3-shot run of an in-context embedder on an English 24.04 dataset draws its
+    examples from the authors' file, the task's only pool (AIR-Bench has no train split)."""
+    data = synthetic_finance(tmp_path / "data", repo="qa_wiki_en", version=VERSION, splits=(("test", 6),))
+    monkeypatch.setenv("EVALKIT_DATA", str(data))
+    out = tmp_path / "results"
+    assert main(["run", "--model", str(tiny_decoder), "--kind", "icl-embedder", "--tasks", WIKI, "--fewshot", "3", "--output", str(out),
+                 "--device", "cpu", "--no-cache"]) == 0, capsys.readouterr().err
+    (doc,) = [json.loads(p.read_text()) for p in out.rglob(f"{WIKI}.json")]
+    shots = doc["evalkit"]["fewshot"]
+    assert shots["k"] == 3 and shots["selector"] == "random" and shots["pool"]["default"]["source"].endswith("air-bench-examples/qa/wiki.jsonl")
 
 
 def test_seeds_experiment_fewshot_compare_with_a_reranker(tmp_path, monkeypatch, tiny_decoder, tiny_cross_encoder, capsys):

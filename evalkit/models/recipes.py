@@ -235,16 +235,24 @@ def examples_file(spec, task) -> Path | None:
     if not spec.examples:
         return None
     name = task if isinstance(task, str) else task.name
-    ab = None if isinstance(task, str) else getattr(task, "air_bench", None)
-    if ab:
-        if ab.get("version") != "AIR-Bench_24.04" or ab.get("lang") != "en":
-            return None
-        stem = ab["domain"] if ab["task_type"] == "qa" else f"{ab['domain']}-{str(ab['dataset']).lower()}"
-        f = DATA / spec.examples / "air-bench-examples" / ab["task_type"] / f"{stem}.jsonl"
-        return f if f.is_file() else None
+    if not isinstance(task, str) and getattr(task, "air_bench", None):
+        return air_bench_examples(task, spec.examples)
     folder = DATA / spec.examples / "mteb-examples"
     name = "CQADupstackRetrieval" if name.lower().startswith("cqadupstack") else name
     f = folder / f"{name}.json"
+    return f if f.is_file() else None
+
+
+def air_bench_examples(task, examples: str = "bge-en-icl") -> Path | None:
+    """The `examples` recipe's few-shot examples of an AIR-Bench task (a TaskSpec), or None: bge-en-icl's
+    authors ship 3 for each English 24.04 dataset (`qa/<domain>.jsonl`, `long-doc/<domain>-<dataset>.jsonl`,
+    the dataset's name lower-cased). AIR-Bench has no train split, so these are also the tasks' own
+    few-shot pool (evalkit/fewshot.py, build_pools)."""
+    ab = getattr(task, "air_bench", None) or {}
+    if ab.get("version") != "AIR-Bench_24.04" or ab.get("lang") != "en":
+        return None
+    stem = ab["domain"] if ab["task_type"] == "qa" else f"{ab['domain']}-{str(ab['dataset']).lower()}"
+    f = DATA / examples / "air-bench-examples" / ab["task_type"] / f"{stem}.jsonl"
     return f if f.is_file() else None
 
 
