@@ -28,8 +28,8 @@ log = logging.getLogger("evalkit")
 EMBEDDER_KINDS = ("embedder", "icl-embedder")
 RERANKER_KINDS = ("reranker", "llm-reranker")
 KINDS = EMBEDDER_KINDS + RERANKER_KINDS
-TWO_STAGE_TYPES = ("Retrieval",)  # a reranker reorders a first stage's top-k
-DIRECT_TYPES = ("Reranking",)  # a reranker scores the task's own candidates
+TWO_STAGE_TYPES = ("Retrieval", "InstructionRetrieval")  # a reranker reorders a first stage's top-k
+DIRECT_TYPES = ("Reranking", "InstructionReranking")  # a reranker scores the task's own candidates
 SEARCH_MODES = ("auto", "memmap", "mteb")
 
 
@@ -249,7 +249,7 @@ def make_plan(
         rerankable = [t for t in task_specs if t.type in TWO_STAGE_TYPES + DIRECT_TYPES]
         if not rerankable:
             other = ", ".join(f"{t.name} ({t.type})" for t in task_specs)
-            raise EvalkitError(f"rerankers are scored on Retrieval and Reranking tasks only, not on {other}: add one, or drop --reranker / --first-stage")
+            raise EvalkitError(f"rerankers are scored on Retrieval, Reranking, InstructionRetrieval and InstructionReranking tasks only, not on {other}: add one, or drop --reranker / --first-stage")
     # the roles, from what is known without looking for any model (catalog kinds, --kind); a model
     # outside the catalog is looked for here to read its kind from its config
     main_kind = known_kind(model, kind) or resolve_model(model, kind).kind
@@ -282,7 +282,7 @@ def make_plan(
     if rr_kind is not None:
         other = [f"{t.name} ({t.type})" for t in task_specs if t.type not in TWO_STAGE_TYPES + DIRECT_TYPES]
         if other and emb_kind is None:
-            raise EvalkitError(f"rerankers are scored on Retrieval and Reranking tasks only, not on {', '.join(other)}: leave those out of --tasks")
+            raise EvalkitError(f"rerankers are scored on Retrieval, Reranking, InstructionRetrieval and InstructionReranking tasks only, not on {', '.join(other)}: leave those out of --tasks")
         if other:
             notes.append(f"{rr_name} reranks retrieval and reranking tasks: {', '.join(other)} get{'s' if len(other) == 1 else ''} the embedder alone")
         if emb_kind is None:

@@ -292,7 +292,7 @@ def test_cli_fewshot_errors(tmp_path, tiny_bert, capsys):
     assert "has no few-shot pool: add `fewshot:" in capsys.readouterr().err
     assert not list(out.rglob("Sts.json"))
     for extra, msg in [(["--fewshot", "2", "--fewshot-compare", "0,2"], "not both"), (["--selector", "similar"], "need --fewshot"),
-                       (["--fewshot", "2", "--reranker", "bge-reranker-base"], "rerankers are scored on Retrieval and Reranking tasks only")]:
+                       (["--fewshot", "2", "--reranker", "bge-reranker-base"], "rerankers are scored on Retrieval, Reranking, InstructionRetrieval and InstructionReranking tasks only")]:
         assert main(["run", "--model", str(tiny_bert), "--tasks", str(d), "--output", str(out), *extra]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1

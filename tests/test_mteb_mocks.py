@@ -62,7 +62,7 @@ def test_embedder_on_every_text_mock_task_scores_as_plain_mteb(index, st_model, 
     _same(_scores(mine), ref, mock.__name__)
 
 
-RERANKING_MOCKS = ("MockRerankingTask", "MockMultilingualRerankingTask")
+RERANKING_MOCKS = ("MockRerankingTask", "MockMultilingualRerankingTask", "MockInstructionReranking", "MockMultilingualInstructionReranking")
 
 
 @pytest.mark.parametrize("name", RERANKING_MOCKS)
@@ -87,3 +87,31 @@ def test_non_text_mock_grids_are_refused_in_one_line(tmp_path, st_model):
     with pytest.raises(EvalkitError, match="not text alone") as e:
         evalkit.evaluate(str(st_model), list(MOCK_MIEB_TASK_GRID[:3]), output=tmp_path / "r")
     assert "\n" not in str(e.value)
+
+
+TWO_STAGE_MOCKS = ("MockRetrievalTask", "MockMultilingualRetrievalTask", "MockInstructionRetrieval", "MockMultilingualInstructionRetrieval")
+
+
+@pytest.mark.parametrize("name", TWO_STAGE_MOCKS)
+def test_two_stage_on_the_retrieval_mocks_equals_mtebs_convert_to_reranking(name, st_model, tiny_cross_encoder, tmp_path):
+    """evalkit's two-stage run (an embedder's top k reranked by a cross-encoder) against mteb's own
+    recipe for it: mteb.evaluate the embedder with a prediction folder, `task.convert_to_reranking(folder,
+    top_k)`, mteb.evaluate the cross-encoder on that; InstructionRetrieval's instruction goes with the
+    query, as mteb's dataloader joins it. Both stages equal metric for metric."""
+    import evalkit
+    import mteb
+    from mteb.mocks import MOCK_TASK_REGISTRY
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    mock, k = MOCK_TASK_REGISTRY[name], 2
+    res = evalkit.evaluate(str(st_model), [mock()], reranker=str(tiny_cross_encoder), top_k=k, output=tmp_path / "r",
+                           cache_dir=tmp_path / "c", batch_size=32)
+    assert not res.failed, res.failed[0].message
+    by_role = {o.unit.role: o for o in res.outcomes}
+    assert set(by_role) == {"embed", "rerank"}, list(by_role)
+    pred = tmp_path / "pred"
+    first = mteb.evaluate(SentenceTransformer(str(st_model), device="cpu"), mock(), cache=None, overwrite_strategy="always",
+                          show_progress_bar=False, co2_tracker=False, encode_kwargs={"batch_size": 32}, prediction_folder=pred)
+    _same(_scores(mteb.TaskResult.from_disk(by_role["embed"].unit.path)), _scores(first.task_results[0]), f"{name} first stage")
+    ref = _plain(CrossEncoder(str(tiny_cross_encoder), device="cpu"), mock().convert_to_reranking(pred, top_k=k))
+    _same(_scores(mteb.TaskResult.from_disk(by_role["rerank"].unit.path)), ref, f"{name} reranked")

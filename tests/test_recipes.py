@@ -386,3 +386,18 @@ def test_results_of_another_recipe_are_an_experiment_of_their_own(tiny_bert, tmp
     assert "[recipe-bge-base-en-v1.5]" in board
     baseline = files[0].parent
     assert main(["regress", "--baseline", str(baseline), "--results", str(out)]) == 0
+
+
+def test_instruction_tasks_instruct_queries_as_retrieval_does():
+    """InstructionRetrieval and InstructionReranking have a query side and a document side, as
+    Retrieval and Reranking do: a recipe's query instruction goes on their queries (mteb's own BGE and
+    llm-embedder implementations prompt every query input), never on their documents."""
+    from evalkit.models.catalog import get_spec
+    from evalkit.models.recipes import inputs_of
+
+    for name in ("llm-embedder", "bge-en-icl"):
+        spec = get_spec(name)
+        want = inputs_of(spec, "SomeRetrieval", "Retrieval", "Find the passage")
+        for ttype in ("InstructionRetrieval", "InstructionReranking", "Reranking"):
+            assert inputs_of(spec, "SomeRetrieval", ttype, "Find the passage") == want, (name, ttype)
+        assert want["query"] and want["document"] != want["query"]

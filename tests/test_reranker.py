@@ -359,7 +359,7 @@ def test_reranker_alone_on_a_reranking_task(tiny_cross_encoder, tmp_path, monkey
     # a retrieval task without a first stage, a task a reranker cannot score, a bad k: one clear line each
     with pytest.raises(EvalkitError, match="--first-stage"):
         make_plan(spec, [TaskSpec(name="SciFact", type="Retrieval")], settings)
-    with pytest.raises(EvalkitError, match="Retrieval and Reranking tasks only"):
+    with pytest.raises(EvalkitError, match="Retrieval, Reranking, InstructionRetrieval and InstructionReranking tasks only"):
         make_plan(spec, [TaskSpec(name="STS12", type="STS")], settings)
     with pytest.raises(EvalkitError, match="top-k"):
         make_plan(get_spec("all-MiniLM-L6-v2"), [ts], settings, reranker=spec, top_k=0)

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.models.catalog import RETRIEVAL_TYPES  # the types with a query side and a document side
 
 DATA = Path(__file__).resolve().parent / "recipe_data"
 FOLDER_RECIPES = ("sentence-transformers", "mteb")
@@ -291,9 +292,6 @@ def describe(spec, ts=None) -> dict:
     return d
 
 
-QUERY_DOCUMENT_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval")  # a query side and a document side
-
-
 def input_prefix(spec, task_metadata, kind: str | None, task_instruction: str | None = None) -> str:
     """What the recipe puts before an input of `kind` (query, document, or None: a symmetric task's
     input) of the task: the prompt plain mteb would give (a prompt recipe); else a document's passage
@@ -304,7 +302,7 @@ def input_prefix(spec, task_metadata, kind: str | None, task_instruction: str | 
     if kind == "document":
         return spec.passage_prefix
     instr = None
-    if kind == "query" or task_metadata.type not in QUERY_DOCUMENT_TYPES:
+    if kind == "query" or task_metadata.type not in RETRIEVAL_TYPES:
         instr = instruction_for(spec, task_metadata.name, task_metadata.type, task_instruction)
         if instr is not None and not spec.task_instructions and kind != "query":
             instr = None  # a BGE-style retrieval instruction is for queries only
@@ -323,7 +321,7 @@ def summary(spec) -> str:
 def inputs_of(spec, task_name: str, task_type: str, task_instruction: str | None = None) -> dict:
     """What goes before each input kind of the task: {"query": ..., "document": ...} ("" for nothing)."""
     meta = _Meta(task_name, task_type)
-    if task_type in QUERY_DOCUMENT_TYPES + ("InstructionReranking",):
+    if task_type in RETRIEVAL_TYPES:
         return {kind: input_prefix(spec, meta, kind, task_instruction) for kind in ("query", "document")}
     return {"input": input_prefix(spec, meta, None, task_instruction)}
 
