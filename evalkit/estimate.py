@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass, field
 
 from evalkit.errors import EvalkitError
+from evalkit.models.catalog import RETRIEVAL_TYPES
 from evalkit.plan import Plan, Unit
+from evalkit.tasks.build import TRAINED
 
 SAMPLE = 256
 
@@ -55,10 +57,10 @@ def _inputs(unit: Unit, task, adapter) -> list[str]:
     ts = unit.task
     subsets = list(task.hf_subsets) if getattr(task, "hf_subsets", None) else ["default"]
     splits = list(getattr(task, "eval_splits", None) or task.metadata.eval_splits)
-    if ts.type == "Classification":
+    if ts.type in TRAINED:
         splits = list(dict.fromkeys([getattr(task, "train_split", "train"), *splits]))
     out: list[str] = []
-    kind = PromptType.query if ts.type in ("Retrieval", "Reranking") else None
+    kind = PromptType.query if ts.type in RETRIEVAL_TYPES else None
     for subset in subsets:
         for split in splits:
             try:
@@ -70,7 +72,7 @@ def _inputs(unit: Unit, task, adapter) -> list[str]:
     for _, split, data in unjudged:  # an AIR-Bench split searched, not scored: all its queries
         queries = [str(t) for t in data["queries"]["text"]]
         out += adapter.format_inputs(queries, task.metadata, kind, hf_split=split, hf_subset="default")
-    if ts.type == "Retrieval":
+    if ts.type in ("Retrieval", "InstructionRetrieval"):
         out += corpus_texts(task, adapter, extra=unjudged)
     return out
 

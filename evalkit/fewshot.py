@@ -182,17 +182,17 @@ def _label_names(data, col: str, values) -> list[str]:
 
 def input_texts(ts, task, data) -> list[str]:
     """The texts of one split that mteb encodes as queries / symmetric inputs."""
-    if ts.type == "Retrieval":  # the queries this split judges (a BEIR queries file serves every split)
+    if ts.type in ("Retrieval", "InstructionRetrieval"):  # the queries this split judges (a BEIR queries file serves every split)
         judged = {str(q) for q, docs in (data["relevant_docs"] or {}).items() if docs}
         texts = _column(data["queries"], "text")
         if "instruction" in getattr(data["queries"], "column_names", ()):  # as mteb reads a query with its instruction
             texts = [t if i is None else f"{t} {i}" for t, i in zip(texts, _column(data["queries"], "instruction"))]
         return [str(t) for q, t in zip(_column(data["queries"], "id"), texts) if str(q) in judged]
-    if ts.type == "Classification":
+    if ts.type in ("Classification", "MultilabelClassification", "Regression", "ZeroShotClassification"):
         return _flat(_column(data, getattr(task, "input_column_name", "text")))
     if ts.type == "Clustering":
         return _flat(_column(data, "sentences"))
-    if ts.type == "STS":
+    if ts.type in ("STS", "BitextMining"):
         c1, c2 = getattr(task, "column_names", ("sentence1", "sentence2"))
         return _flat(_column(data, c1)) + _flat(_column(data, c2))
     if ts.type == "PairClassification":

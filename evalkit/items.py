@@ -10,8 +10,13 @@ the task's gold data before the result file itself is written:
 | STS | per-pair predicted similarity + gold score | mteb's correlation over pairs | paired bootstrap over pairs |
 | Classification | per-item correctness, averaged over mteb's n experiments | mean over items (accuracy) | paired randomisation |
 | PairClassification | per-pair score of the best similarity function + label | mteb's max_ap / max_accuracy / ... | paired bootstrap over pairs |
+| InstructionRetrieval, InstructionReranking | as Retrieval (mteb writes their per-query rankings too) | mean over queries | paired randomisation |
 | Clustering | per-experiment V-measure: mteb clusters the same seeded subsamples for every model (from the result itself) | mean over experiments | paired randomisation (10 experiments: weak, min p ~ 0.002) |
-| anything else (Summarization, ...) | none: mteb gives no per-item data | - | "no per-item scores" |
+| Clustering (mteb's legacy tasks: each row a fixed set of sentences, clustered once) | per-set V-measure (from the result itself) | mean over sets | paired randomisation |
+| MultilabelClassification | per-item exact match of the label set, averaged over mteb's n experiments | mean over items (subset accuracy) | paired randomisation |
+| BitextMining | per-sentence F1 of its own class (every gold class has one sentence, so sklearn's weighted F1 is their mean) and correctness | mean over sentences | paired randomisation |
+| ZeroShotClassification | per-item correctness | mean over items (accuracy) | paired randomisation |
+| anything else (Summarization, Regression, ...) | none: the score is one statistic over the set per experiment | - | "no per-item scores" |
 
 Cost: mteb writes a retrieval task's predictions as the top 1000 documents of every query (JSON in a
 temporary folder, deleted afterwards); on large retrieval tasks (MSMARCO) that file is big and takes
@@ -139,8 +144,9 @@ def collect(task, doc: dict, folder: Path | None) -> dict:
     if typ == "Clustering":
         return _clustering(doc, task.metadata.main_score)
     handler = {
-        "Retrieval": _retrieval, "Reranking": _retrieval, "STS": _sts,
-        "Classification": _classification, "PairClassification": _pairs,
+        "Retrieval": _retrieval, "Reranking": _retrieval, "InstructionRetrieval": _retrieval, "InstructionReranking": _retrieval,
+        "STS": _sts, "Classification": _classification, "PairClassification": _pairs, "MultilabelClassification": _multilabel,
+        "BitextMining": _bitext, "ZeroShotClassification": _zeroshot,
     }.get(typ)
     if handler is None:
         return _unavailable(doc, f"mteb keeps no per-item scores for {typ} tasks (the score is computed over the whole set)", typ)
@@ -233,13 +239,19 @@ def _sts(task, p: dict, data, main: str) -> dict:
 
 def _clustering(doc: dict, main: str) -> dict:
     """mteb's clustering score is the mean over n experiments on subsamples drawn with the task's seed,
-    the same for every model: the per-experiment scores pair up across runs."""
+    the same for every model: the per-experiment scores pair up across runs. mteb's legacy clustering
+    tasks (AbsTaskClusteringLegacy) score each row of a split, a fixed set of sentences, once: their
+    per-set V-measures (a list where the new tasks keep one list per level) pair up the same way."""
     out = {"version": VERSION, "task": doc.get("task_name"), "type": "Clustering", "main_metric": main, "available": False, "splits": {}}
     per_field = {"v_measure": "v_measures"}.get(main)
     for split, rows in (doc.get("scores") or {}).items():
         for row in rows:
             key = f"{split}/{row.get('hf_subset', 'default')}"
             levels = row.get(per_field) if per_field else None
+            if isinstance(levels, list):
+                levels, unit = {"sets": levels}, "cluster set"
+            else:
+                unit = "experiment"
             if not isinstance(levels, dict) or len(levels) != 1:
                 out["splits"][key] = {"available": False, "reason": f"no single-level per-experiment {main} in mteb's result (hierarchical or other metric)"}
                 continue
@@ -248,7 +260,7 @@ def _clustering(doc: dict, main: str) -> dict:
             score = row.get("main_score")
             r = sum(values) / len(values) if values else None
             out["splits"][key] = {
-                "available": bool(values), "kind": "mean", "unit": "experiment", "ids": list(range(len(values))), "n": len(values),
+                "available": bool(values), "kind": "mean", "unit": unit, "ids": list(range(len(values))), "n": len(values),
                 "values": {main: values}, "metric": main, "recomputed": r, "main_score": score,
                 "matches": r is not None and score is not None and abs(r - score) <= TOL,
             }
@@ -283,6 +295,57 @@ def _classification(task, preds, data, main: str) -> dict:
     return rec
 
 
+def _per_item(values: dict, main: str, unit: str, extra: dict | None = None) -> dict:
+    """A record of per-item values whose mean is the score for each metric in `values`."""
+    n = len(next(iter(values.values())))
+    rec = {"available": True, "kind": "mean", "unit": unit, "ids": list(range(n)), "n": n, "values": values, **(extra or {})}
+    if main in values and n:
+        rec["metric"] = main
+        rec["recomputed"] = sum(values[main]) / n
+    else:
+        rec.update(kind="none", reason=f"the main metric {main} is not a mean over items (per-item {', '.join(values)} kept)")
+    return rec
+
+
+def _multilabel(task, preds, data, main: str) -> dict:
+    """mteb's multilabel accuracy is the classifier's subset accuracy (the whole label set right), per experiment."""
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    gold = MultiLabelBinarizer().fit_transform(list(data[getattr(task, "label_column_name", "label")])).tolist()
+    if not (isinstance(preds, list) and preds and all(isinstance(x, list) and len(x) == len(gold) for x in preds)):
+        return {"available": False, "reason": "mteb's predictions are not one label set per test item per experiment (a subsampled test split)"}
+    exact = [sum([int(v) for v in run[i]] == gold[i] for run in preds) / len(preds) for i in range(len(gold))]
+    return _per_item({"accuracy": exact}, main, "item", {"experiments": len(preds)})
+
+
+def _bitext(task, p: dict, data, main: str) -> dict:
+    if "gold" in getattr(data, "column_names", ()):
+        return {"available": False, "reason": "a gold alignment column (BUCC): sentences are not matched one to one"}
+    if not (isinstance(p, dict) and len(p) == 1):
+        return {"available": False, "reason": "mteb's predictions are not one list of nearest neighbours (parallel subsets)"}
+    (neighbours,) = p.values()
+    pred = [int(x["corpus_id"]) for x in neighbours]
+    n = len(pred)
+    predicted_as = [0] * n
+    for j in pred:
+        if 0 <= j < n:
+            predicted_as[j] += 1
+    correct = [float(pred[i] == i) for i in range(n)]
+    # class i: tp = correct[i], fn = 1 - tp, fp = the other sentences predicted as i
+    f1 = [2 * tp / (2 * tp + (predicted_as[i] - tp) + (1 - tp)) for i, tp in enumerate(correct)]
+    return _per_item({"f1": f1, "accuracy": correct}, main, "sentence")
+
+
+def _zeroshot(task, probs, data, main: str) -> dict:
+    import numpy as np
+
+    labels = task._normalize_labels(list(data[task.label_column_name]), task.get_candidate_labels())
+    pred = np.asarray(probs).argmax(1).tolist() if probs else []
+    if len(pred) != len(labels):
+        return {"available": False, "reason": f"{len(pred)} predictions for {len(labels)} items"}
+    return _per_item({"accuracy": [float(a == int(b)) for a, b in zip(pred, labels)]}, main, "item")
+
+
 def pair_statistic(metric: str, scores, labels, higher_is_similar: bool) -> float:
     """mteb's own pair-classification metric code for one similarity function."""
     import numpy as np
@@ -305,14 +368,15 @@ def _pairs(task, p: dict, data, main: str) -> dict:
 
         data = Dataset.from_dict(data[0])
     labels = [int(x) for x in data[task.label_column_name]]
-    if not main.startswith("max_"):
-        return {"available": False, "reason": f"main metric {main} is not a max over similarity functions"}
-    metric = main[len("max_"):]
+    function, _, metric = main.partition("_")  # max_ap: the best function; similarity_ap, cosine_f1 ...: that one
+    names = [name for name, _, _ in PAIR_FUNCTIONS]
+    if function != "max" and function not in names:
+        return {"available": False, "reason": f"main metric {main} is neither a max over similarity functions nor one function's"}
     if metric not in ("ap", "accuracy", "f1", "precision", "recall"):
         return {"available": False, "reason": f"main metric {main} unknown to evalkit"}
     best = None
     for name, key, hib in PAIR_FUNCTIONS:
-        if p.get(key) is None or len(p[key]) != len(labels):
+        if function not in ("max", name) or p.get(key) is None or len(p[key]) != len(labels):
             continue
         v = pair_statistic(metric, p[key], labels, hib)
         if best is None or v > best[0]:

@@ -60,6 +60,22 @@ def test_embedder_on_every_text_mock_task_scores_as_plain_mteb(index, st_model, 
     (mine,) = res.task_results
     ref = _plain(SentenceTransformer(str(st_model), device="cpu"), mock())
     _same(_scores(mine), ref, mock.__name__)
+    _items_rebuild_the_scores(res, mock)
+
+
+NO_ITEMS = ("Regression", "Summarization")  # one statistic over the whole set per experiment: no per-item scores
+
+
+def _items_rebuild_the_scores(res, mock) -> None:
+    """Per-item scores exist for every type that has them (not for a parallel bitext task, whose language pairs
+    share one split), and each split's rebuild from its items equals its main score."""
+    from evalkit.items import load_items
+
+    items = load_items(res.outcomes[0].unit.path)
+    parallel = getattr(mock, "parallel_subsets", False)
+    assert items["available"] == (mock.metadata.type not in NO_ITEMS and not parallel), items
+    for key, split in items["splits"].items():  # kind none: per-item values kept, the main metric is not their mean
+        assert not split["available"] or split["kind"] == "none" or split["matches"], (mock.__name__, key, split)
 
 
 RERANKING_MOCKS = ("MockRerankingTask", "MockMultilingualRerankingTask", "MockInstructionReranking", "MockMultilingualInstructionReranking")
@@ -115,3 +131,112 @@ def test_two_stage_on_the_retrieval_mocks_equals_mtebs_convert_to_reranking(name
     _same(_scores(mteb.TaskResult.from_disk(by_role["embed"].unit.path)), _scores(first.task_results[0]), f"{name} first stage")
     ref = _plain(CrossEncoder(str(tiny_cross_encoder), device="cpu"), mock().convert_to_reranking(pred, top_k=k))
     _same(_scores(mteb.TaskResult.from_disk(by_role["rerank"].unit.path)), ref, f"{name} reranked")
+
+
+# ----------------------------------------------------------------------------- the mocks as own task folders
+def _jsonl(path, rows) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _write_retrieval(folder, splits: dict) -> None:
+    """mteb's RetrievalSplitData of each split in the BEIR layout of the README (queries.jsonl and corpus.jsonl
+    serve every split; top_ranked/<split>.jsonl where the split has candidates)."""
+    corpus, queries = {}, {}
+    for split, d in splits.items():
+        for r in d["corpus"]:
+            corpus[r["id"]] = {"_id": r["id"], "title": r.get("title") or "", "text": r["text"]}
+        for r in d["queries"]:
+            queries[r["id"]] = {"_id": r["id"], "text": r["text"], **({"instruction": r["instruction"]} if "instruction" in r else {})}
+        (folder / "qrels").mkdir(parents=True, exist_ok=True)
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{doc}\t{s}" for q, docs in d["relevant_docs"].items() for doc, s in docs.items()]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if d.get("top_ranked"):
+            _jsonl(folder / "top_ranked" / f"{split}.jsonl", [{"query-id": q, "corpus-ids": list(c)} for q, c in d["top_ranked"].items()])
+    _jsonl(folder / "corpus.jsonl", list(corpus.values()))
+    _jsonl(folder / "queries.jsonl", list(queries.values()))
+
+
+def _write_folder(mock, root):
+    """A monolingual mock's data written as an own task folder in the formats the README gives for its type."""
+    import json
+
+    import yaml
+
+    task = mock()
+    task.load_data()
+    typ, ds = task.metadata.type, task.dataset
+    folder = root / task.metadata.name
+    folder.mkdir(parents=True)
+    (folder / "task.yaml").write_text(yaml.safe_dump({"name": task.metadata.name, "type": typ, "eval_splits": list(task.metadata.eval_splits)}))
+    if typ in ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking"):
+        _write_retrieval(folder, ds["default"])
+        return folder
+    if typ == "ZeroShotClassification":
+        (folder / "candidate_labels.json").write_text(json.dumps(task.get_candidate_labels()))
+    rename = {"PairClassification": {"labels": "label"}}.get(typ, {})
+    for split, data in ds.items():
+        rows = [{rename.get(k, k): v for k, v in r.items()} for r in data]
+        if typ == "Clustering":
+            labels = data.features["labels"]
+            doc = {"sentences": [r["sentences"] for r in data], "labels": [labels.int2str(r["labels"]) if hasattr(labels, "int2str") else r["labels"] for r in data]}
+            (folder / f"{split}.json").write_text(json.dumps(doc))
+        else:
+            _jsonl(folder / f"{split}.jsonl", rows)
+    return folder
+
+
+# every monolingual text mock whose data an own folder can hold and that keeps mteb's default settings for its
+# type: mteb's legacy clustering (one row of many sentences) and the dialog retrieval mock (conversations as
+# queries) have no folder format; the clustering mock sets its own subsampling (20 of its 20 sentences, where a
+# folder has mteb's default, a fraction 0.04: a folder's clustering is checked on SIB200 and ClusTREC-Covid)
+FOLDER_MOCKS = (
+    "MockBitextMiningTask", "MockClassificationTask", "MockRegressionTask", "MockPairClassificationTask", "MockRerankingTask", "MockRetrievalTask", "MockSTSTask", "MockMultilabelClassification",
+    "MockSummarizationTask", "MockInstructionRetrieval", "MockInstructionReranking", "MockTextZeroShotClassification",
+)
+
+
+FOLDER_MAIN = {"BitextMining": "f1", "MultilabelClassification": "accuracy", "Clustering": "v_measure", "PairClassification": "max_ap",
+               "Summarization": "cosine_spearman", "STS": "cosine_spearman"}  # where mteb's usual main score is not its mock's
+
+
+@pytest.mark.parametrize("name", FOLDER_MOCKS)
+def test_every_text_type_runs_from_an_own_folder_as_mteb_scores_the_mock(name, st_model, tmp_path):
+    """The mock's data written as an own task folder (task.yaml with the mock's type and splits): evalkit's
+    generic task for the type scores every metric as plain mteb scores the mock; the main score is mteb's
+    usual one for the type; the per-item scores rebuild it where the type has them."""
+    import evalkit
+    from mteb.mocks import MOCK_TASK_REGISTRY
+    from sentence_transformers import SentenceTransformer
+
+    mock = MOCK_TASK_REGISTRY[name]
+    folder = _write_folder(mock, tmp_path / "data")
+    res = evalkit.evaluate(str(st_model), [str(folder)], output=tmp_path / "r", cache_dir=tmp_path / "c", batch_size=32)
+    assert not res.failed, res.failed[0].message
+    (mine,) = res.task_results
+    ref = _plain(SentenceTransformer(str(st_model), device="cpu"), mock())
+    mine_scores = _scores(mine)
+    main = FOLDER_MAIN.get(mock.metadata.type, mock.metadata.main_score)
+    for scores in mine_scores.values():
+        assert scores.pop("main_score") == scores[main], (name, main)
+    for scores in ref.values():
+        scores.pop("main_score")
+    _same(mine_scores, ref, name)
+    _items_rebuild_the_scores(res, mock)
+
+
+def test_bitext_items_rebuild_sklearns_weighted_f1():
+    """Per-sentence F1 of its own class: their mean is mteb's f1 (sklearn's weighted F1) for any predictions."""
+    import random
+
+    from evalkit.items import _bitext
+    from sklearn.metrics import f1_score
+
+    rng = random.Random(0)
+    n = 60
+    pred = [i if rng.random() < 0.6 else rng.randrange(n) for i in range(n)]
+    rec = _bitext(None, {"sentence1-sentence2": [{"corpus_id": j, "score": 1.0} for j in pred]}, [None] * n, "f1")
+    assert rec["recomputed"] == pytest.approx(f1_score(list(range(n)), pred, zero_division=0, average="weighted"), abs=1e-12)
+    assert sum(rec["values"]["accuracy"]) == sum(p == i for i, p in enumerate(pred))

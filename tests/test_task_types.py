@@ -343,13 +343,26 @@ BAD = {
                               "one score per machine summary"),
     "equal relevance": ("Summarization", {"test.jsonl": [{"text": "t", "human_summaries": ["h"], "machine_summaries": ["a", "b"], "relevance": [2, 2]}]},
                         "equal relevance"),
+    "instruction in reranking rows": ("Reranking", {"test.jsonl": [{"query": "q", "instruction": "find it", "positive": ["a"], "negative": ["b"]}]},
+                                      "does not read"),
+    "instruction reranking as rows": ("InstructionReranking", {"test.jsonl": [{"query": "q", "positive": ["a"], "negative": ["b"]}]},
+                                      "retrieval layout"),
+    "instruction retrieval without instructions": ("InstructionRetrieval", RETR, "no query has an `instruction`"),
+    "bitext of one pair": ("BitextMining", {"test.jsonl": [{"sentence1": "a", "sentence2": "b"}]}, "at least 2"),
+    "multilabel label not a list": ("MultilabelClassification", {"train.jsonl": [{"text": "a", "label": 1}], "test.jsonl": [{"text": "a", "label": [1]}]},
+                                    "must be a list of class labels"),
+    "regression value not a number": ("Regression", {"train.jsonl": [{"text": "a", "value": "high"}], "test.jsonl": [{"text": "a", "value": 1}]},
+                                      "must be a finite number"),
+    "zero-shot label not a candidate": ("ZeroShotClassification", {"candidate_labels.json": '["sports", "politics"]',
+                                                                   "test.jsonl": [{"text": "a", "label": "weather"}]}, "index in candidate_labels.json"),
+    "zero-shot without candidates": ("ZeroShotClassification", {"test.jsonl": [{"text": "a", "label": 0}]}, "candidate_labels.json"),
     "relevance outside SummEval's range": ("Summarization", {"test.jsonl": [{"text": "t", "human_summaries": ["h"], "machine_summaries": ["a", "b"], "relevance": [2, 7]}]},
                                            "outside [0, 5]"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_reranking_and_summarization_rows_are_one_line(case, tmp_path):
+def test_bad_rows_are_one_line(case, tmp_path):
     from evalkit.errors import EvalkitError
     from evalkit.tasks import build_task, task_from_folder
 

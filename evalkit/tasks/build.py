@@ -7,16 +7,20 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.tasks.formats import (
-    generic_task, label_kind, load_classification, load_clustering, load_pairs, load_reranking, load_retrieval, load_sts,
-    load_summarization, reranking_split_present,
+    generic_task, label_kind, load_bitext, load_candidate_labels, load_classification, load_clustering, load_multilabel,
+    load_pairs, load_regression, load_reranking, load_retrieval, load_sts, load_summarization, load_zeroshot,
+    reranking_layout, reranking_split_present,
 )
 from evalkit.tasks.hub import hub_offline_mode, hub_reachable
 from evalkit.tasks.registry import TaskSpec, data_dir_of
 
-RETRIEVAL_LIKE = ("Retrieval", "Reranking")  # mteb's dataset: {subset: {split: RetrievalSplitData}}
+RETRIEVAL_LIKE = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")  # {subset: {split: RetrievalSplitData}}
+LAYOUT = {"InstructionRetrieval": "Retrieval", "InstructionReranking": "Reranking"}  # read as that type's folder
+TRAINED = ("Classification", "MultilabelClassification", "Regression")  # a training split beside the evaluated ones
 
 
 def split_present(folder: Path, typ: str, split: str) -> bool:
+    typ = LAYOUT.get(typ, typ)
     if typ == "Reranking":
         return reranking_split_present(folder, split)
     if typ == "Retrieval":
@@ -92,7 +96,14 @@ def build_task(spec: TaskSpec):
                 raise EvalkitError(f"task {spec.name}: missing data file for split {s} in {first}")
 
     if base is None:
-        task = generic_task(spec, splits)
+        attrs = {}
+        if spec.type == "ZeroShotClassification":  # mteb asks the task for its classes' texts
+            try:
+                candidates = load_candidate_labels(first)
+            except EvalkitError as e:
+                raise EvalkitError(f"task {spec.name}: {e}") from None
+            attrs = {"input_column_name": "text", "get_candidate_labels": lambda self: list(candidates)}
+        task = generic_task(spec, splits, attrs=attrs)
     else:
         kw: dict[str, Any] = {"eval_splits": splits}
         if multilingual:
@@ -141,10 +152,20 @@ class FreshStatePerSubset:
 def _load_subset(task, typ: str, folder: Path, splits: list[str]):
     from datasets import DatasetDict
 
+    if typ in ("InstructionRetrieval", "InstructionReranking"):
+        return _instruction_splits(typ, folder, splits)
     if typ == "Retrieval":
         return {s: load_retrieval(folder, s) for s in splits}
     if typ == "Reranking":
         return {s: load_reranking(folder, s) for s in splits}
+    if typ == "BitextMining":
+        return DatasetDict({s: load_bitext(folder, s) for s in splits})
+    if typ == "ZeroShotClassification":
+        return DatasetDict({s: load_zeroshot(folder, s, task.get_candidate_labels()) for s in splits})
+    if typ in TRAINED:
+        load = {"Classification": load_classification, "MultilabelClassification": load_multilabel, "Regression": load_regression}[typ]
+        needed = list(dict.fromkeys([getattr(task, "train_split", "train"), *splits]))
+        return DatasetDict({s: load(folder, s) for s in needed})
     if typ == "Summarization":
         lo, hi = getattr(task, "min_score", None), getattr(task, "max_score", None)
         return DatasetDict({s: load_summarization(folder, s, lo, hi) for s in splits})
@@ -155,10 +176,24 @@ def _load_subset(task, typ: str, folder: Path, splits: list[str]):
         return DatasetDict({s: load_pairs(folder, s) for s in splits})
     if typ == "Clustering":
         return DatasetDict({s: load_clustering(folder, s) for s in splits})
-    if typ == "Classification":
-        needed = list(dict.fromkeys([getattr(task, "train_split", "train"), *splits]))
-        return DatasetDict({s: load_classification(folder, s) for s in needed})
     raise EvalkitError(f"task type {typ} cannot be read from a local folder yet: give `source: hub`")
+
+
+def _instruction_splits(typ: str, folder: Path, splits: list[str]) -> dict:
+    """An instruction task's folder: the retrieval layout (InstructionReranking: with top_ranked.jsonl),
+    whose queries carry the `instruction` mteb joins to them."""
+    if typ == "InstructionReranking" and reranking_layout(folder) != "retrieval":
+        raise EvalkitError(
+            f"{folder}: an InstructionReranking folder is in the retrieval layout (queries.jsonl with `instruction`, "
+            "qrels/, top_ranked.jsonl): {query, positive, negative} rows carry no instruction"
+        )
+    data = {s: (load_reranking if typ == "InstructionReranking" else load_retrieval)(folder, s) for s in splits}
+    if not any("instruction" in d["queries"].column_names for d in data.values()):
+        raise EvalkitError(
+            f"{folder / 'queries.jsonl'}: no query has an `instruction`: give each query its instruction, or declare the task "
+            f"{LAYOUT[typ]}"
+        )
+    return data
 
 
 def _check_sampling(task, typ: str, folder: Path, data, splits: list[str]) -> None:

@@ -166,6 +166,114 @@ def load_clustering(folder: Path, split: str):
     return ds.class_encode_column("labels")
 
 
+def _texts(rows: list[dict], path: Path, cols: tuple[str, ...]) -> None:
+    for i, r in enumerate(rows, 1):
+        for c in cols:
+            if not isinstance(r[c], str):
+                raise EvalkitError(f"{path}: row {i}: `{c}` must be a string, got {type(r[c]).__name__}")
+
+
+def load_bitext(folder: Path, split: str):
+    """`<split>.jsonl` rows {sentence1, sentence2}: sentence2 of row i translates sentence1 of row i
+    (mteb's BitextMining columns; each sentence1 is matched against all sentence2)."""
+    from datasets import Dataset
+
+    path = _split_file(folder, split)
+    rows = read_jsonl(path)
+    _need(rows, path, ("sentence1", "sentence2"))
+    _texts(rows, path, ("sentence1", "sentence2"))
+    if len(rows) < 2:
+        raise EvalkitError(f"{path}: {len(rows)} pairs: bitext mining needs at least 2 (each sentence is matched among all of them)")
+    return Dataset.from_dict({c: [r[c] for r in rows] for c in ("sentence1", "sentence2")})
+
+
+def load_multilabel(folder: Path, split: str):
+    """`<split>.jsonl` rows {text, label: [...]} (mteb's MultilabelClassification: a list of class labels per text)."""
+    from datasets import Dataset
+
+    path = _split_file(folder, split)
+    rows = read_jsonl(path)
+    _need(rows, path, ("text", "label"))
+    _texts(rows, path, ("text",))
+    if not rows:
+        raise EvalkitError(f"{path} is empty: a multilabel classification split needs labelled texts")
+    kinds = set()
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r["label"], list):
+            raise EvalkitError(f"{path}: row {i}: `label` must be a list of class labels, got {r['label']!r:.60}")
+        for x in r["label"]:
+            kind = label_kind(x)
+            if kind is None:
+                raise EvalkitError(f"{path}: row {i} has the label {x!r}: a class label must be a string or an integer")
+            kinds.add(kind)
+    if len(kinds) > 1:
+        raise EvalkitError(f"{path}: labels mix strings and numbers: give every class label the same type")
+    return list_columns(Dataset.from_dict({"text": [r["text"] for r in rows], "label": [list(r["label"]) for r in rows]}))
+
+
+def load_regression(folder: Path, split: str):
+    """`<split>.jsonl` rows {text, value} (mteb's Regression: a number per text)."""
+    from datasets import Dataset
+
+    path = _split_file(folder, split)
+    rows = read_jsonl(path)
+    _need(rows, path, ("text", "value"))
+    _texts(rows, path, ("text",))
+    if not rows:
+        raise EvalkitError(f"{path} is empty: a regression split needs texts with values")
+    for i, r in enumerate(rows, 1):
+        v = r["value"]
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            raise EvalkitError(f"{path}: row {i}: `value` must be a finite number, got {v!r}")
+    if len({float(r["value"]) for r in rows}) < 2:
+        raise EvalkitError(f"{path}: all {len(rows)} values are {rows[0]['value']!r}: Kendall's tau is undefined unless the values differ")
+    return list_columns(Dataset.from_dict({"text": [r["text"] for r in rows], "value": [float(r["value"]) for r in rows]}))
+
+
+CANDIDATE_LABELS = "candidate_labels.json"
+
+
+def load_candidate_labels(folder: Path) -> list[str]:
+    """`candidate_labels.json`: the texts a zero-shot classifier embeds, one per class (a JSON list of strings)."""
+    path = folder / CANDIDATE_LABELS
+    if not path.is_file():
+        raise EvalkitError(f"missing data file {path}: a zero-shot classification folder lists its classes' texts there")
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvalkitError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise EvalkitError(f"{path}: expected a JSON list of at least 2 strings (one text per class)")
+    if len(set(labels)) != len(labels):
+        raise EvalkitError(f"{path}: a candidate label is listed twice")
+    return labels
+
+
+def load_zeroshot(folder: Path, split: str, candidates: list[str]):
+    """`<split>.jsonl` rows {text, label}: the label is a class's index in candidate_labels.json or its text
+    (mteb's ZeroShotClassification maps a string label to its index)."""
+    from datasets import Dataset
+
+    path = _split_file(folder, split)
+    rows = read_jsonl(path)
+    _need(rows, path, ("text", "label"))
+    _texts(rows, path, ("text",))
+    if not rows:
+        raise EvalkitError(f"{path} is empty: a zero-shot classification split needs labelled texts")
+    kinds = {type(r["label"]) for r in rows}
+    for i, r in enumerate(rows, 1):
+        x = r["label"]
+        ok = x in candidates if isinstance(x, str) else (label_kind(x) == "number" and 0 <= int(x) < len(candidates))
+        if not ok:
+            raise EvalkitError(
+                f"{path}: row {i} has the label {x!r}: give a class's index in {CANDIDATE_LABELS} (0..{len(candidates) - 1}) or its text"
+            )
+    if str in kinds and len(kinds) > 1:
+        raise EvalkitError(f"{path}: labels mix texts and indices: give every label the same type")
+    labels = [r["label"] if isinstance(r["label"], str) else int(r["label"]) for r in rows]
+    return Dataset.from_dict({"text": [r["text"] for r in rows], "label": labels})
+
+
 def load_retrieval(folder: Path, split: str) -> dict:
     corpus_rows = read_jsonl(folder / "corpus.jsonl")
     query_rows = read_jsonl(folder / "queries.jsonl")
@@ -278,6 +386,12 @@ def load_reranking_rows(folder: Path, split: str):
     path = _split_file(folder, split)
     rows = read_jsonl(path)
     _need(rows, path, ("query", "positive", "negative"))
+    with_instruction = next((i for i, r in enumerate(rows, 1) if "instruction" in r), None)
+    if with_instruction is not None:
+        raise EvalkitError(
+            f"{path}: row {with_instruction} has an `instruction`, which mteb's conversion of these rows does not read: "
+            "write the folder in the retrieval layout (queries.jsonl with `instruction`, qrels/, top_ranked.jsonl)"
+        )
     if not rows:
         raise EvalkitError(f"{path} has no rows: a reranking split needs {{query, positive, negative}} rows")
     for i, r in enumerate(rows, 1):
@@ -404,9 +518,13 @@ def load_summarization(folder: Path, split: str, min_score: float | None = None,
     return Dataset.from_dict({c: [r[c] if c != "relevance" else [float(x) for x in r[c]] for r in rows] for c in cols})
 
 
-def generic_task(spec: TaskSpec, splits: list[str], dataset: dict | None = None, description: str | None = None, lang: str = "eng-Latn"):
-    """An mteb task for a task that borrows no mteb task (a user's folder, an AIR-Bench dataset)."""
+def generic_task(spec: TaskSpec, splits: list[str], dataset: dict | None = None, description: str | None = None,
+                 lang: str = "eng-Latn", attrs: dict | None = None):
+    """An mteb task for a task that borrows no mteb task (a user's folder, an AIR-Bench dataset), with
+    mteb's main score for the type (that of most of mteb's own tasks of it; of its mock task where mteb
+    has no text task of the type). `attrs`: class attributes (a zero-shot task's candidate labels)."""
     import mteb.abstasks as at
+    from mteb.abstasks.text.bitext_mining import AbsTaskBitextMining
     from mteb.abstasks.task_metadata import TaskMetadata
 
     base, main = {
@@ -418,6 +536,14 @@ def generic_task(spec: TaskSpec, splits: list[str], dataset: dict | None = None,
         # mteb 2.26's reranking tasks are retrieval tasks with candidates (top_ranked), scored by MAP@1000
         "Reranking": (at.AbsTaskRetrieval, "map_at_1000"),
         "Summarization": (at.AbsTaskSummarization, "cosine_spearman"),
+        "BitextMining": (AbsTaskBitextMining, "f1"),
+        "MultilabelClassification": (at.AbsTaskMultilabelClassification, "accuracy"),
+        "Regression": (at.AbsTaskRegression, "kendalltau"),
+        "ZeroShotClassification": (at.AbsTaskZeroShotClassification, "accuracy"),
+        # mteb's InstructionRetrieval/-Reranking are retrieval tasks whose queries carry an instruction; mteb's
+        # own mocks score them by nDCG@10 (its FollowIR tasks' p-MRR needs their paired instructions: borrow one)
+        "InstructionRetrieval": (at.AbsTaskRetrieval, "ndcg_at_10"),
+        "InstructionReranking": (at.AbsTaskRetrieval, "ndcg_at_10"),
     }.get(spec.type, (None, None))
     if base is None:
         raise EvalkitError(f"task {spec.name}: type {spec.type} needs `mteb_task:` naming an mteb task to borrow its evaluator")
@@ -432,4 +558,4 @@ def generic_task(spec: TaskSpec, splits: list[str], dataset: dict | None = None,
         eval_langs=[lang],
         main_score=main,
     )
-    return type(f"UserTask_{spec.type}", (base,), {"metadata": meta})()
+    return type(f"UserTask_{spec.type}", (base,), {"metadata": meta, **(attrs or {})})()

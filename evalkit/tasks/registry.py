@@ -12,7 +12,10 @@ from evalkit.errors import EvalkitError
 
 log = logging.getLogger("evalkit")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-TYPES = ("STS", "Retrieval", "Classification", "Clustering", "PairClassification", "Reranking", "Summarization")
+TYPES = (
+    "STS", "Retrieval", "Classification", "Clustering", "PairClassification", "Reranking", "Summarization", "BitextMining",
+    "MultilabelClassification", "Regression", "ZeroShotClassification", "InstructionRetrieval", "InstructionReranking",
+)  # what a folder or task YAML can declare (evalkit/tasks/build.py reads each)
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML has it: the task table is ~100 tasks
