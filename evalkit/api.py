@@ -11,11 +11,14 @@ caller of these: each keyword is a flag of `evalkit run` with its dashes as unde
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 from evalkit.errors import EvalkitError
+
+log = logging.getLogger("evalkit")
 
 
 # ----------------------------------------------------------------------------- models
@@ -185,6 +188,8 @@ def evaluate(model, tasks, *, ray=None, ray_workers=None, ray_shard_above=None, 
 
     check_ray(ray, ray_workers)
     the_plan = plan(model, tasks, **options)
+    for note in the_plan.notes:  # what the command line prints before a run
+        log.warning("evalkit: %s", note)
     bar = Progress() if progress else None
     try:
         return run(the_plan, ray=ray, ray_workers=ray_workers, ray_shard_above=ray_shard_above, progress=bar)

@@ -244,6 +244,12 @@ def make_plan(
         raise EvalkitError(f"--top-k must be a positive integer, got {top_k!r}")
     top_k = int(top_k)
     notes: list[str] = []
+    if settings.dtype:  # bf16 on a CPU without bf16 matrix units: slower than fp32, said before anything runs
+        from evalkit.models.encoder import cpu_bf16_note
+
+        bf16 = cpu_bf16_note(settings.dtype, settings.device)
+        if bf16:
+            notes.append(bf16)
 
     if reranker is not None or first_stage is not None:  # before any model is looked for: the combination itself
         rerankable = [t for t in task_specs if t.type in TWO_STAGE_TYPES + DIRECT_TYPES]

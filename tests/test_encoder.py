@@ -285,3 +285,43 @@ def test_bf16_keeps_linear_weights_in_bf16_with_autocasts_bits(case, request, tm
     fp32 = sum(p.numel() * p.element_size() for p in ref_core.model.parameters())
     linear_bytes = sum(p.numel() * 2 for m in linears if m.weight.dtype == torch.bfloat16 for p in m.parameters())
     assert held == fp32 - linear_bytes
+
+
+AVX2_ONLY = {"fpu", "sse4_2", "avx", "avx2", "fma"}  # an AMD EPYC without AVX-512 (issue 27)
+
+
+@pytest.mark.parametrize("flags, dtype, device, warned", [
+    (AVX2_ONLY, "bf16", "cpu", True),
+    (AVX2_ONLY | {"avx512f"}, "bfloat16", None, True),
+    (AVX2_ONLY | {"avx512f", "avx512_bf16"}, "bf16", "cpu", False),
+    (AVX2_ONLY | {"amx_bf16", "amx_tile"}, "bf16", "cpu", False),
+    (AVX2_ONLY, "fp32", "cpu", False),
+    (AVX2_ONLY, None, "cpu", False),
+    (AVX2_ONLY, "bf16", "cuda:0", False),
+])
+def test_bf16_on_a_cpu_without_bf16_units_is_said_in_one_line(flags, dtype, device, warned):
+    from evalkit.models.encoder import cpu_bf16_note
+
+    note = cpu_bf16_note(dtype, device, flags)
+    assert (note is not None) == warned, note
+    if warned:
+        assert "\n" not in note and "use --dtype fp32" in note and "avx2" in note and "0.43x" in note, note
+
+
+def test_the_bf16_note_is_in_the_plan_before_anything_runs(tiny_bert, tmp_path, monkeypatch, caplog, capsys):
+    import evalkit
+    from evalkit import api, cli
+    from evalkit.models import encoder
+    from tests.test_task_types import sts_folder
+
+    monkeypatch.setattr(encoder, "cpu_flags", lambda: set(AVX2_ONLY))
+    task = sts_folder(tmp_path / "OwnSTS")
+    the_plan = api.plan(str(tiny_bert), [str(task)], dtype="bf16", device="cpu", output=tmp_path / "r")
+    assert any("--dtype bf16 is slow on this CPU" in n for n in the_plan.notes), the_plan.notes
+    assert not (tmp_path / "r").exists()  # said before anything runs
+    assert cli.main(["run", "--model", str(tiny_bert), "--tasks", str(task), "--dtype", "bf16", "--device", "cpu",
+                     "--output", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert "note: --dtype bf16 is slow on this CPU" in capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="evalkit"):
+        evalkit.evaluate(str(tiny_bert), [str(task)], dtype="bf16", device="cpu", output=tmp_path / "r", cache=False)
+    assert any("--dtype bf16 is slow on this CPU" in r.getMessage() for r in caplog.records)

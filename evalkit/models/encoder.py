@@ -61,6 +61,37 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     return dtype
 
 
+BF16_UNITS = ("amx_bf16", "avx512_bf16")  # CPU flags of bf16 matrix units: without them torch emulates bf16 matmuls
+# `make bench` (benchmarks/bench.py) on a 2-core AMD EPYC with AVX2 only (issue 27): --dtype bf16 at 0.43x plain
+# mteb's fp32 speed, five times slower than evalkit's fp32; with AVX-512 BF16 3.9x and with AMX more (RESULTS.md)
+AVX2_ONLY_BF16 = "0.43x plain mteb's fp32 speed and a fifth of evalkit's fp32 (make bench on an AMD EPYC with AVX2 only)"
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags (/proc/cpuinfo), None where they cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def cpu_bf16_note(dtype: str | None, device: str | None, flags: set[str] | None = None) -> str | None:
+    """One line saying bf16 is a trap on this CPU (no bf16 matrix units), for a bf16 run on the CPU; else None."""
+    if (dtype or "").lower().replace("bfloat16", "bf16") != "bf16":
+        return None
+    if not all(d.startswith("cpu") for d in resolve_devices(device)):
+        return None
+    flags = cpu_flags() if flags is None else flags
+    if flags is None or flags & set(BF16_UNITS):
+        return None
+    has = " and ".join(f for f in ("avx512f", "avx2") if f in flags) or "neither AVX-512 nor AVX2"
+    return (f"--dtype bf16 is slow on this CPU: it has no bf16 matrix units (no {' or '.join(BF16_UNITS)} flag; {has}), "
+            f"so torch emulates them, measured at {AVX2_ONLY_BF16}: use --dtype fp32")
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc keep freed activation buffers for the next batch instead of handing them back.
