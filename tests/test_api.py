@@ -60,7 +60,14 @@ def test_a_flag_style_object_is_encoded_with_its_settings(tiny_bert, tmp_path):
 
 def test_options_are_the_command_lines(tiny_bert, tmp_path):
     """Few-shot settings as a list compare them (--fewshot-compare); bad combinations are one line."""
-    res = evalkit.evaluate(str(tiny_bert), ["Banking77Classification"], fewshot=[0, 2], selector="first_n", output=tmp_path / "r",
+    from tests.conftest import write_jsonl
+
+    task = tmp_path / "OwnIntent"  # a small classification folder (its train split is the few-shot pool)
+    for split, n in (("train", 40), ("test", 20)):
+        write_jsonl(task / f"{split}.jsonl", [{"text": f"how do I {w} my card {i}", "label": w}
+                                              for i, w in enumerate(["block", "top up", "activate", "cancel"] * (n // 4))])
+    (task / "task.yaml").write_text("name: OwnIntent\ntype: Classification\ninstruction: Classify the intent of the banking query\n")
+    res = evalkit.evaluate(str(tiny_bert), [str(task)], fewshot=[0, 2], selector="first_n", output=tmp_path / "r",
                            cache_dir=tmp_path / "c")
     variants = [o.unit.variant for o in res]
     assert variants[0] is None and variants[1].startswith("fewshot-2") and not res.failed

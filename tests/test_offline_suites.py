@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from evalkit.results import main_scores
-from tests.offline_run import EN_TASKS, FULL, MTEB_226_HERE, ZH_TASKS, result_files, results_by_task, run_cli
+from tests.offline_run import EN_TASKS, FULL, MTEB_226_HERE, ZH_TASKS, result_files, results_by_task, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_finished_tasks_are_skipped(killed_offline_en, capsys):
 def test_offline_zh_runs_and_equals_mteb_226(tmp_path):
     out = tmp_path / "zh"
     what = ["--suite", "offline-zh"] if FULL else ["--tasks", ",".join(ZH_TASKS)]
-    run_cli("run", "--model", "all-MiniLM-L6-v2", *what, "--output", str(out), "--cache-dir", str(tmp_path / "c"))
+    run_in_process("run", "--model", "all-MiniLM-L6-v2", *what, "--output", str(out), "--cache-dir", str(tmp_path / "c"))
     res = results_by_task(out)
     assert sorted(res) == sorted(ZH_TASKS)
     for task in ZH_TASKS:
@@ -100,8 +100,8 @@ def test_user_task_folder_equals_the_registered_task(tmp_path, shared_data, kill
         shutil.copy(shared_data / "STSBenchmark" / "test.jsonl", d / "test.jsonl")
         (d / "task.yaml").write_text(f"name: {name}\ntype: STS\n{extra}")
     out = tmp_path / "r"
-    run_cli("run", "--model", "all-MiniLM-L6-v2", "--tasks", f"STSBenchmark,{tmp_path / 'Mine'},{tmp_path / 'MineGeneric'}",
-            "--output", str(out), "--cache-dir", str(tmp_path / "c"))
+    run_in_process("run", "--model", "all-MiniLM-L6-v2", "--tasks", f"STSBenchmark,{tmp_path / 'Mine'},{tmp_path / 'MineGeneric'}",
+                   "--output", str(out), "--cache-dir", str(tmp_path / "c"))
     res = results_by_task(out)
     want = MTEB_226_HERE["STSBenchmark"]["test/default"]
     for task in ("STSBenchmark", "Mine", "MineGeneric"):

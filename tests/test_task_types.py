@@ -407,20 +407,24 @@ def test_a_relative_folder_works_from_any_working_folder(tmp_path, monkeypatch, 
     assert len(build_task(ts).dataset["test"]) == 12
 
 
-def test_a_relative_folder_runs_from_the_command_line_in_another_folder(tiny_bert, tmp_path):
+def test_a_relative_folder_runs_from_the_command_line_in_another_folder(tiny_bert, tmp_path, monkeypatch, capsys):
     """`evalkit run --tasks my/Task` (no mteb_task) from a working folder away from the project and the
     data root: the folder is found, the score is mteb's STS score of the rows."""
+    from evalkit.cli import main
+
     work = tmp_path / "work"
     sts_folder(work / "my" / "OwnSTS")
-    env = {**os.environ, "EVALKIT_DATA": str(tmp_path / "nodata")}  # not where the folder is
-    cmd = [sys.executable, "-m", "evalkit.cli", "run", "--model", str(tiny_bert), "--pooling", "mean", "--tasks", "my/OwnSTS",
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("EVALKIT_DATA", str(tmp_path / "nodata"))  # not where the folder is
+    cmd = ["run", "--model", str(tiny_bert), "--pooling", "mean", "--tasks", "my/OwnSTS",
            "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
-    p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
-    assert p.returncode == 0, p.stderr
+    assert main(cmd) == 0, capsys.readouterr().err
     (res,) = (tmp_path / "out").rglob("OwnSTS.json")
     assert -1 <= json.loads(res.read_text())["scores"]["test"][0]["main_score"] <= 1
-    p = subprocess.run([c if c != "my/OwnSTS" else "my/Missing" for c in cmd], cwd=work, capture_output=True, text=True, env=env)
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and str(work / "my" / "Missing") in p.stderr, p.stderr
+    capsys.readouterr()
+    assert main([c if c != "my/OwnSTS" else "my/Missing" for c in cmd]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(work / "my" / "Missing") in err, err
 
 
 def test_a_bare_name_is_the_registered_task_and_a_path_the_folder(tmp_path, monkeypatch, caplog, shared_data):

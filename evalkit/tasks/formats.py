@@ -33,6 +33,16 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def read_json(path: Path, why: str = ""):
+    """A JSON file's content; one line where it is missing (with `why` it is needed) or malformed."""
+    if not path.is_file():
+        raise EvalkitError(f"missing data file {path}" + (f": {why}" if why else ""))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvalkitError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+
+
 def _need(rows: list[dict], path: Path, cols: tuple[str, ...]) -> None:
     for i, r in enumerate(rows, 1):
         missing = [c for c in cols if c not in r]
@@ -145,12 +155,7 @@ def load_clustering(folder: Path, split: str):
     from datasets import Dataset
 
     path = folder / f"{split}.json"
-    if not path.is_file():
-        raise EvalkitError(f"missing data file {path}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise EvalkitError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    doc = read_json(path)
     if not isinstance(doc, dict) or "sentences" not in doc or "labels" not in doc:
         raise EvalkitError(f"{path}: expected an object with `sentences` and `labels`")
     if len(doc["sentences"]) != len(doc["labels"]):
@@ -166,11 +171,18 @@ def load_clustering(folder: Path, split: str):
     return ds.class_encode_column("labels")
 
 
-def _texts(rows: list[dict], path: Path, cols: tuple[str, ...]) -> None:
+def _rows(folder: Path, split: str, cols: tuple[str, ...], texts: tuple[str, ...], empty: str) -> tuple[Path, list[dict]]:
+    """`<split>.jsonl`'s rows, each with `cols` and strings in `texts`; `empty`: what a split needs, said when it has no row."""
+    path = _split_file(folder, split)
+    rows = read_jsonl(path)
+    _need(rows, path, cols)
     for i, r in enumerate(rows, 1):
-        for c in cols:
+        for c in texts:
             if not isinstance(r[c], str):
                 raise EvalkitError(f"{path}: row {i}: `{c}` must be a string, got {type(r[c]).__name__}")
+    if not rows:
+        raise EvalkitError(f"{path} is empty: {empty}")
+    return path, rows
 
 
 def load_bitext(folder: Path, split: str):
@@ -178,10 +190,7 @@ def load_bitext(folder: Path, split: str):
     (mteb's BitextMining columns; each sentence1 is matched against all sentence2)."""
     from datasets import Dataset
 
-    path = _split_file(folder, split)
-    rows = read_jsonl(path)
-    _need(rows, path, ("sentence1", "sentence2"))
-    _texts(rows, path, ("sentence1", "sentence2"))
+    path, rows = _rows(folder, split, ("sentence1", "sentence2"), ("sentence1", "sentence2"), "a bitext split needs sentence pairs")
     if len(rows) < 2:
         raise EvalkitError(f"{path}: {len(rows)} pairs: bitext mining needs at least 2 (each sentence is matched among all of them)")
     return Dataset.from_dict({c: [r[c] for r in rows] for c in ("sentence1", "sentence2")})
@@ -191,12 +200,7 @@ def load_multilabel(folder: Path, split: str):
     """`<split>.jsonl` rows {text, label: [...]} (mteb's MultilabelClassification: a list of class labels per text)."""
     from datasets import Dataset
 
-    path = _split_file(folder, split)
-    rows = read_jsonl(path)
-    _need(rows, path, ("text", "label"))
-    _texts(rows, path, ("text",))
-    if not rows:
-        raise EvalkitError(f"{path} is empty: a multilabel classification split needs labelled texts")
+    path, rows = _rows(folder, split, ("text", "label"), ("text",), "a multilabel classification split needs labelled texts")
     kinds = set()
     for i, r in enumerate(rows, 1):
         if not isinstance(r["label"], list):
@@ -215,12 +219,7 @@ def load_regression(folder: Path, split: str):
     """`<split>.jsonl` rows {text, value} (mteb's Regression: a number per text)."""
     from datasets import Dataset
 
-    path = _split_file(folder, split)
-    rows = read_jsonl(path)
-    _need(rows, path, ("text", "value"))
-    _texts(rows, path, ("text",))
-    if not rows:
-        raise EvalkitError(f"{path} is empty: a regression split needs texts with values")
+    path, rows = _rows(folder, split, ("text", "value"), ("text",), "a regression split needs texts with values")
     for i, r in enumerate(rows, 1):
         v = r["value"]
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
@@ -236,12 +235,7 @@ CANDIDATE_LABELS = "candidate_labels.json"
 def load_candidate_labels(folder: Path) -> list[str]:
     """`candidate_labels.json`: the texts a zero-shot classifier embeds, one per class (a JSON list of strings)."""
     path = folder / CANDIDATE_LABELS
-    if not path.is_file():
-        raise EvalkitError(f"missing data file {path}: a zero-shot classification folder lists its classes' texts there")
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise EvalkitError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    labels = read_json(path, "a zero-shot classification folder lists its classes' texts there")
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise EvalkitError(f"{path}: expected a JSON list of at least 2 strings (one text per class)")
     if len(set(labels)) != len(labels):
@@ -254,12 +248,7 @@ def load_zeroshot(folder: Path, split: str, candidates: list[str]):
     (mteb's ZeroShotClassification maps a string label to its index)."""
     from datasets import Dataset
 
-    path = _split_file(folder, split)
-    rows = read_jsonl(path)
-    _need(rows, path, ("text", "label"))
-    _texts(rows, path, ("text",))
-    if not rows:
-        raise EvalkitError(f"{path} is empty: a zero-shot classification split needs labelled texts")
+    path, rows = _rows(folder, split, ("text", "label"), ("text",), "a zero-shot classification split needs labelled texts")
     kinds = {type(r["label"]) for r in rows}
     for i, r in enumerate(rows, 1):
         x = r["label"]
