@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 
 from evalkit.errors import EvalkitError
-from evalkit.models.catalog import RETRIEVAL_TYPES
 from evalkit.plan import Plan, Unit
 from evalkit.tasks.build import TRAINED
+from evalkit.tasks.registry import RETRIEVAL_TYPES
 
 SAMPLE = 256
 

@@ -16,7 +16,9 @@ the task's gold data before the result file itself is written:
 | MultilabelClassification | per-item exact match of the label set, averaged over mteb's n experiments | mean over items (subset accuracy) | paired randomisation |
 | BitextMining | per-sentence F1 of its own class (every gold class has one sentence, so sklearn's weighted F1 is their mean) and correctness | mean over sentences | paired randomisation |
 | ZeroShotClassification | per-item correctness | mean over items (accuracy) | paired randomisation |
-| anything else (Summarization, Regression, ...) | none: the score is one statistic over the set per experiment | - | "no per-item scores" |
+| Regression | per-item predicted value + gold, where every experiment trained on the same rows (a training split of at most mteb's n_samples, 2,048: the experiments then agree) | mteb's Kendall tau over items | paired bootstrap over items |
+| Summarization | per-text correlation of the machine summaries' similarities with their relevance (not for mteb's deprecated evaluator, SummEval's, which averages correlations with p-values: mteb#1156) | mean over texts | paired randomisation |
+| anything else | none: mteb gives no per-item values it scores by | - | "no per-item scores" |
 
 Cost: mteb writes a retrieval task's predictions as the top 1000 documents of every query (JSON in a
 temporary folder, deleted afterwards); on large retrieval tasks (MSMARCO) that file is big and takes
@@ -146,7 +148,7 @@ def collect(task, doc: dict, folder: Path | None) -> dict:
     handler = {
         "Retrieval": _retrieval, "Reranking": _retrieval, "InstructionRetrieval": _retrieval, "InstructionReranking": _retrieval,
         "STS": _sts, "Classification": _classification, "PairClassification": _pairs, "MultilabelClassification": _multilabel,
-        "BitextMining": _bitext, "ZeroShotClassification": _zeroshot,
+        "BitextMining": _bitext, "ZeroShotClassification": _zeroshot, "Regression": _regression, "Summarization": _summarization,
     }.get(typ)
     if handler is None:
         return _unavailable(doc, f"mteb keeps no per-item scores for {typ} tasks (the score is computed over the whole set)", typ)
@@ -344,6 +346,49 @@ def _zeroshot(task, probs, data, main: str) -> dict:
     if len(pred) != len(labels):
         return {"available": False, "reason": f"{len(pred)} predictions for {len(labels)} items"}
     return _per_item({"accuracy": [float(a == int(b)) for a, b in zip(pred, labels)]}, main, "item")
+
+
+def _summarization(task, p: dict, data, main: str) -> dict:
+    """mteb's summarization score: per text, the correlation of its machine summaries' best similarity to a
+    human summary with their relevance; the mean over the texts it scores (those whose relevance varies)."""
+    from mteb._evaluators.text.summarization_evaluator import DeprecatedSummarizationEvaluator
+    from scipy.stats import pearsonr, spearmanr
+
+    evaluator = getattr(task, "evaluator", None)
+    if isinstance(evaluator, type) and issubclass(evaluator, DeprecatedSummarizationEvaluator):
+        return {"available": False, "reason": "mteb's deprecated summarization evaluator averages correlations with their p-values (mteb#1156): not a mean over texts"}
+    prefix, _, corr = main.rpartition("_")
+    field = {"cosine": "cosine_scores", "dot": "dot_scores", "": "similarity_scores"}.get(prefix)
+    if corr not in ("spearman", "pearson") or field is None or p.get(field) is None:
+        return {"available": False, "reason": f"main metric {main} is not a per-text correlation evalkit can rebuild"}
+    f = spearmanr if corr == "spearman" else pearsonr
+    values = [float(f(h, s).statistic) for h, s in zip(p["human_scores"], p[field])]
+    return _per_item({main: values}, main, "text")
+
+
+def kendall(pred, gold) -> float:
+    """Kendall's tau-b of predictions against gold values, as mteb's regression scores it (scipy's kendalltau)."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(gold, pred).statistic)
+
+
+def _regression(task, preds, data, main: str) -> dict:
+    """mteb's regression score is the mean over experiments of Kendall's tau between the test values and
+    the predicted ones; where every experiment predicts the same values (each trained on the whole
+    training split) that mean is one tau over items, which a bootstrap over items can test."""
+    gold = [float(x) for x in data[getattr(task, "label_column_name", "value")]]
+    if not (isinstance(preds, list) and preds and all(isinstance(x, list) and len(x) == len(gold) for x in preds)):
+        return {"available": False, "reason": "mteb's predictions are not one value per test item per experiment"}
+    if main != "kendalltau":
+        return {"available": False, "reason": f"main metric {main} is not Kendall's tau"}
+    pred = [float(x) for x in preds[0]]
+    if any(max(abs(float(x) - y) for x, y in zip(run, pred)) > 1e-9 for run in preds[1:]):
+        return {"available": False, "reason": "the experiments trained on different subsamples: the score is a mean of taus, not one over items"}
+    return {
+        "available": True, "kind": "statistic", "statistic": "kendall", "unit": "item", "metric": main,
+        "n": len(gold), "pred": pred, "gold": gold, "recomputed": _num(kendall(pred, gold)),
+    }
 
 
 def pair_statistic(metric: str, scores, labels, higher_is_similar: bool) -> float:

@@ -265,7 +265,7 @@ def make_plan(
             raise EvalkitError(f"--m3-mode sets the retrieval modes of a multi-function embedder (bge-m3) given as --model; {model.name} is a {main_kind}")
         if any(m.name != "dense" for m in modes) and not any(t.type in M3_TYPES for t in task_specs):
             other = ", ".join(f"{t.name} ({t.type})" for t in task_specs)
-            raise EvalkitError(f"M3's sparse, colbert and hybrid modes are scored on Retrieval and Reranking tasks, not on {other}: add one, or give --m3-mode dense")
+            raise EvalkitError(f"M3's sparse, colbert and hybrid modes are scored on Retrieval, Reranking, InstructionRetrieval and InstructionReranking tasks, not on {other}: add one, or give --m3-mode dense")
     if main_kind in RERANKER_KINDS:
         if reranker is not None:
             raise EvalkitError(f"--model {model.name} is a reranker: with --reranker, --model names the first-stage embedder")

@@ -409,7 +409,7 @@ def test_modes_are_units_of_the_plan(tmp_path, capsys):
     out = tmp_path / "out"  # the sparse, colbert and hybrid modes need a retrieval or reranking task
     assert main(["run", "--model", str(MODEL), "--tasks", str(sts_folder(tmp_path)), "--m3-mode", "sparse", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "scored on Retrieval and Reranking tasks" in err[0] and not out.exists()
+    assert len(err) == 1 and "scored on Retrieval, Reranking, InstructionRetrieval and InstructionReranking tasks" in err[0] and not out.exists()
 
 
 def test_modes_with_few_shot_locally_and_on_ray(tmp_path, ray_local, capsys):
@@ -489,6 +489,40 @@ def test_modes_on_a_reranking_task_score_its_own_candidates(tmp_path, capsys):
     assert main_score(runs["m3-hybrid-1-0-0"]) == pytest.approx(main_score(dense), abs=1e-9)
     assert len({main_score(p) for p in runs.values()}) > 1  # the modes do differ
 
+
+
+@pytest.mark.parametrize("typ", ["InstructionRetrieval", "InstructionReranking"])
+def test_modes_on_instruction_tasks_read_each_query_with_its_instruction(typ, tmp_path, capsys, monkeypatch):
+    """An own InstructionRetrieval folder (the colbert and hybrid modes rescore the dense unit's top k)
+    and an InstructionReranking one (every mode scores the task's candidates): every mode runs, each
+    query reaches the modes as `<text> <instruction>` (mteb's dataloader), and the hybrid [1, 0, 0]
+    gives the dense unit's score."""
+    import evalkit.models.m3_search as m3_search
+    from evalkit.cli import main
+    from tests.conftest import write_jsonl
+    from tests.test_plan import retrieval_folder
+
+    folder = retrieval_folder(tmp_path, "OwnInstr")
+    queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    write_jsonl(folder / "queries.jsonl", [{**q, "instruction": f"ignore documents about {q['_id']}"} for q in queries])
+    if typ == "InstructionReranking":
+        write_jsonl(folder / "top_ranked.jsonl", [{"query-id": q["_id"], "corpus-ids": [f"d{(i + j) % 36}" for j in range(6)]}
+                                                  for i, q in enumerate(queries)])
+    (folder / "task.yaml").write_text(f"name: OwnInstr\ntype: {typ}\n")
+    seen = []
+    texts = m3_search.M3Search._texts
+    monkeypatch.setattr(m3_search.M3Search, "_texts", lambda self, data, pt, *a, **kw: seen.extend(r := texts(self, data, pt, *a, **kw)) or r)
+    out = tmp_path / "out"
+    assert main(["run", "--model", str(MODEL), "--tasks", str(folder), "--m3-mode", "all,hybrid:1,0,0", "--top-k", "10",
+                 "--output", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (dense,) = out.glob("*/*/OwnInstr.json")
+    runs = {p.parent.name: p for p in dense.parent.glob("experiments/*/OwnInstr.json")}
+    top = "-top10" if typ == "InstructionRetrieval" else ""
+    assert sorted(runs) == sorted([f"m3-colbert{top}", f"m3-hybrid-0.4-0.2-0.4{top}", f"m3-hybrid-1-0-0{top}", "m3-sparse"]), sorted(runs)
+    main_score = lambda p: json.loads(p.read_text())["scores"]["test"][0]["main_score"]  # noqa: E731
+    assert main_score(runs[f"m3-hybrid-1-0-0{top}"]) == pytest.approx(main_score(dense), abs=1e-9)
+    assert sum("ignore documents about q3" in t for t in seen) >= 1, seen[:3]
 
 
 def test_the_memo_serves_later_modes_and_respects_its_budget(tmp_path, ref):

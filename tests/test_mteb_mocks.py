@@ -63,7 +63,7 @@ def test_embedder_on_every_text_mock_task_scores_as_plain_mteb(index, st_model, 
     _items_rebuild_the_scores(res, mock)
 
 
-NO_ITEMS = ("Regression", "Summarization")  # one statistic over the whole set per experiment: no per-item scores
+NO_ITEMS = ()  # every text type has per-item scores (not SummEval, whose deprecated evaluator averages p-values too)
 
 
 def _items_rebuild_the_scores(res, mock) -> None:
@@ -76,6 +76,31 @@ def _items_rebuild_the_scores(res, mock) -> None:
     assert items["available"] == (mock.metadata.type not in NO_ITEMS and not parallel), items
     for key, split in items["splits"].items():  # kind none: per-item values kept, the main metric is not their mean
         assert not split["available"] or split["kind"] == "none" or split["matches"], (mock.__name__, key, split)
+
+
+def test_regression_items_are_tested_by_a_kendall_bootstrap():
+    """Regression's per-item predictions (every experiment the same where the training split is at most
+    mteb's n_samples) rebuild mteb's Kendall tau, and two runs' are compared by a paired bootstrap."""
+    import random
+
+    from evalkit.items import _regression
+    from evalkit.report.stats import bootstrap_test
+    from scipy.stats import kendalltau
+
+    rng = random.Random(1)
+    gold = [rng.random() for _ in range(80)]
+    a = [g + rng.gauss(0, 0.3) for g in gold]
+    b = [g + rng.gauss(0, 0.05) for g in gold]
+
+    class Task:
+        label_column_name = "value"
+
+    rec = _regression(Task(), [a] * 10, {"value": gold}, "kendalltau")
+    assert rec["kind"] == "statistic" and rec["recomputed"] == pytest.approx(kendalltau(gold, a).statistic, abs=1e-12)
+    test = bootstrap_test("kendall", a, b, gold, n=200)
+    assert test.a == pytest.approx(rec["recomputed"]) and test.b > test.a and test.p < 0.05
+    varied = _regression(Task(), [a, b], {"value": gold}, "kendalltau")
+    assert not varied["available"] and "different subsamples" in varied["reason"]
 
 
 RERANKING_MOCKS = ("MockRerankingTask", "MockMultilingualRerankingTask", "MockInstructionReranking", "MockMultilingualInstructionReranking")

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.tasks.registry import RETRIEVAL_TYPES
 
 BGE_EN = "Represent this sentence for searching relevant passages: "
 BGE_ZH = "为这个句子生成表示以用于检索相关文章："
-# task types whose queries are short and get BGE's retrieval instruction (its own C-MTEB/MTEB recipe)
-RETRIEVAL_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")  # a query side and a document side
+# RETRIEVAL_TYPES: task types whose queries are short and get BGE's retrieval instruction (its own C-MTEB/MTEB recipe)
 # FlagEmbedding research/C_MTEB/eval_MTEB.py (the BGE English cards' MTEB runner): the instruction goes on
 # the queries of these tasks only (`'CQADupstack' in task or task in [...]`): not ArguAna, not QuoraRetrieval,
 # no reranking task

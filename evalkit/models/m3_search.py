@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from evalkit.errors import EvalkitError
+from evalkit.tasks.registry import RETRIEVAL_TYPES
 
 log = logging.getLogger("evalkit")
 
 M3_MODES = ("dense", "sparse", "colbert", "hybrid")
-M3_TYPES = ("Retrieval", "Reranking")  # where the modes other than dense are scored
+M3_TYPES = RETRIEVAL_TYPES  # where the modes other than dense are scored (an Instruction task's queries with their instruction)
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)  # dense, sparse, colbert: BGE-M3's model card
 DOC_CHUNK = 4096  # documents encoded and scored per step of the sparse search
 QUERY_BLOCK = 256  # queries per sparse score block: QUERY_BLOCK x DOC_CHUNK float32

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.models.catalog import RETRIEVAL_TYPES  # the types with a query side and a document side
+from evalkit.tasks.registry import RETRIEVAL_TYPES  # the types with a query side and a document side
 
 DATA = Path(__file__).resolve().parent / "recipe_data"
 FOLDER_RECIPES = ("sentence-transformers", "mteb")

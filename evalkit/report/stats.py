@@ -79,8 +79,9 @@ def correlation_rows(stat: str, pred: np.ndarray, gold: np.ndarray) -> np.ndarra
 
 def bootstrap_test(stat: str, a, b, gold, n: int = N_BOOTSTRAP, seed: int = SEED, *, higher_a: bool = True,
                    higher_b: bool = True) -> TestResult:
-    """`stat`: spearman | pearson (STS) or pair_ap | pair_accuracy | pair_f1 | ... (pair classification,
-    mteb's metric code, one similarity function per run: the one that gave that run its max)."""
+    """`stat`: spearman | pearson (STS), kendall (regression) or pair_ap | pair_accuracy | pair_f1 | ...
+    (pair classification, mteb's metric code, one similarity function per run: the one that gave that
+    run its max)."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     gold = np.asarray(gold, dtype=float)
@@ -101,6 +102,14 @@ def bootstrap_test(stat: str, a, b, gold, n: int = N_BOOTSTRAP, seed: int = SEED
             deltas.append(correlation_rows(stat, b[idx], g) - correlation_rows(stat, a[idx], g))
             done += k
         deltas = np.concatenate(deltas)
+    elif stat == "kendall":
+        from evalkit.items import kendall
+
+        full_a, full_b = kendall(a, gold), kendall(b, gold)
+        deltas = np.empty(n)
+        for i in range(n):
+            idx = rng.integers(0, m, size=m)
+            deltas[i] = kendall(b[idx], gold[idx]) - kendall(a[idx], gold[idx])
     elif stat.startswith("pair_"):
         from evalkit.items import pair_statistic
 

@@ -12,9 +12,8 @@ from evalkit.tasks.formats import (
     reranking_layout, reranking_split_present,
 )
 from evalkit.tasks.hub import hub_offline_mode, hub_reachable
-from evalkit.tasks.registry import TaskSpec, data_dir_of
+from evalkit.tasks.registry import RETRIEVAL_TYPES, TaskSpec, data_dir_of
 
-RETRIEVAL_LIKE = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")  # {subset: {split: RetrievalSplitData}}
 LAYOUT = {"InstructionRetrieval": "Retrieval", "InstructionReranking": "Reranking"}  # read as that type's folder
 TRAINED = ("Classification", "MultilabelClassification", "Regression")  # a training split beside the evaluated ones
 
@@ -121,7 +120,7 @@ def build_task(spec: TaskSpec):
     if spec.type == "Summarization" and base is None:  # mteb normalises the relevance to [0, 1] with the task's range
         rel = [x for d in data.values() for split in d.values() for r in split["relevance"] for x in r]
         task.min_score, task.max_score = min(rel), max(rel)
-    if spec.type in RETRIEVAL_LIKE:
+    if spec.type in RETRIEVAL_TYPES:
         task.dataset = data
     else:
         task.dataset = data if multilingual else data["default"]

@@ -16,6 +16,8 @@ TYPES = (
     "STS", "Retrieval", "Classification", "Clustering", "PairClassification", "Reranking", "Summarization", "BitextMining",
     "MultilabelClassification", "Regression", "ZeroShotClassification", "InstructionRetrieval", "InstructionReranking",
 )  # what a folder or task YAML can declare (evalkit/tasks/build.py reads each)
+# a query side and a document side: mteb's dataset {subset: {split: RetrievalSplitData}}, queries instructed
+RETRIEVAL_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML has it: the task table is ~100 tasks
