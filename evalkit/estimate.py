@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from evalkit.errors import EvalkitError
 from evalkit.plan import Plan, Unit
 from evalkit.tasks.build import TRAINED
-from evalkit.tasks.registry import RETRIEVAL_TYPES
+from evalkit.tasks.registry import RETRIEVAL_TYPES, SEARCH_TYPES
 
 SAMPLE = 256
 
@@ -72,7 +72,7 @@ def _inputs(unit: Unit, task, adapter) -> list[str]:
     for _, split, data in unjudged:  # an AIR-Bench split searched, not scored: all its queries
         queries = [str(t) for t in data["queries"]["text"]]
         out += adapter.format_inputs(queries, task.metadata, kind, hf_split=split, hf_subset="default")
-    if ts.type in ("Retrieval", "InstructionRetrieval"):
+    if ts.type in SEARCH_TYPES:
         out += corpus_texts(task, adapter, extra=unjudged)
     return out
 

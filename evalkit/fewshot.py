@@ -56,6 +56,7 @@ import numpy as np
 
 from evalkit.errors import EvalkitError
 from evalkit.models.icl import EXAMPLE_FORMAT, examples_prefix
+from evalkit.tasks.registry import SEARCH_TYPES
 
 log = logging.getLogger("evalkit")
 
@@ -182,7 +183,7 @@ def _label_names(data, col: str, values) -> list[str]:
 
 def input_texts(ts, task, data) -> list[str]:
     """The texts of one split that mteb encodes as queries / symmetric inputs."""
-    if ts.type in ("Retrieval", "InstructionRetrieval"):  # the queries this split judges (a BEIR queries file serves every split)
+    if ts.type in SEARCH_TYPES:  # the queries this split judges (a BEIR queries file serves every split)
         judged = {str(q) for q, docs in (data["relevant_docs"] or {}).items() if docs}
         texts = _column(data["queries"], "text")
         if "instruction" in getattr(data["queries"], "column_names", ()):  # as mteb reads a query with its instruction

@@ -278,9 +278,14 @@ def _same_label(a, b) -> bool:
     return str(a) == str(b)
 
 
+def _per_experiment(preds, n: int) -> bool:
+    """mteb's predictions of a trained task are one list of n per-item values per experiment."""
+    return isinstance(preds, list) and bool(preds) and all(isinstance(x, list) and len(x) == n for x in preds)
+
+
 def _classification(task, preds, data, main: str) -> dict:
     gold = list(data[getattr(task, "label_column_name", "label")])
-    if not (isinstance(preds, list) and preds and all(isinstance(x, list) and len(x) == len(gold) for x in preds)):
+    if not _per_experiment(preds, len(gold)):
         return {"available": False, "reason": "mteb's predictions are not one label per test item per experiment (cross-validation or multilabel)"}
     if any(isinstance(g, list) for g in gold):
         return {"available": False, "reason": "multilabel gold labels"}
@@ -314,7 +319,7 @@ def _multilabel(task, preds, data, main: str) -> dict:
     from sklearn.preprocessing import MultiLabelBinarizer
 
     gold = MultiLabelBinarizer().fit_transform(list(data[getattr(task, "label_column_name", "label")])).tolist()
-    if not (isinstance(preds, list) and preds and all(isinstance(x, list) and len(x) == len(gold) for x in preds)):
+    if not _per_experiment(preds, len(gold)):
         return {"available": False, "reason": "mteb's predictions are not one label set per test item per experiment (a subsampled test split)"}
     exact = [sum([int(v) for v in run[i]] == gold[i] for run in preds) / len(preds) for i in range(len(gold))]
     return _per_item({"accuracy": exact}, main, "item", {"experiments": len(preds)})
@@ -378,7 +383,7 @@ def _regression(task, preds, data, main: str) -> dict:
     the predicted ones; where every experiment predicts the same values (each trained on the whole
     training split) that mean is one tau over items, which a bootstrap over items can test."""
     gold = [float(x) for x in data[getattr(task, "label_column_name", "value")]]
-    if not (isinstance(preds, list) and preds and all(isinstance(x, list) and len(x) == len(gold) for x in preds)):
+    if not _per_experiment(preds, len(gold)):
         return {"available": False, "reason": "mteb's predictions are not one value per test item per experiment"}
     if main != "kendalltau":
         return {"available": False, "reason": f"main metric {main} is not Kendall's tau"}

@@ -22,13 +22,14 @@ from evalkit.errors import EvalkitError
 from evalkit.fewshot import Setting
 from evalkit.models.m3_search import M3_TYPES, M3Mode
 from evalkit.results import result_dir
+from evalkit.tasks.registry import SEARCH_TYPES
 
 log = logging.getLogger("evalkit")
 
 EMBEDDER_KINDS = ("embedder", "icl-embedder")
 RERANKER_KINDS = ("reranker", "llm-reranker")
 KINDS = EMBEDDER_KINDS + RERANKER_KINDS
-TWO_STAGE_TYPES = ("Retrieval", "InstructionRetrieval")  # a reranker reorders a first stage's top-k
+TWO_STAGE_TYPES = SEARCH_TYPES  # a reranker reorders a first stage's top-k
 DIRECT_TYPES = ("Reranking", "InstructionReranking")  # a reranker scores the task's own candidates
 SEARCH_MODES = ("auto", "memmap", "mteb")
 

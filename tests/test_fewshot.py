@@ -3,8 +3,6 @@ real run of all-MiniLM-L6-v2 on SIB200Classification and Banking77 (0 vs 3 examp
 similar selection) that proves no example came from the evaluated split."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
@@ -19,6 +17,7 @@ from evalkit.fewshot import (
 )
 from evalkit.models.icl import examples_prefix
 from tests.conftest import write_jsonl
+from tests.offline_run import run_in_process
 
 INSTR = "Classify the bank query."
 
@@ -360,14 +359,15 @@ def real_run(tmp_path_factory, shared_data, killed_offline_en):
         init(self, *a, **kw)
         factories.append(self)
 
-    out, err = io.StringIO(), io.StringIO()
     t0 = time.time()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(F.FewshotFactory, "__init__", recording_init)
-        code = main(["run", "--model", "all-MiniLM-L6-v2", "--tasks", f"{sib},{bank}", "--output", str(root / "results"),
-                     "--cache-dir", str(root / "cache"), "--fewshot-compare", "0,3", "--selector", "random,similar", "--seed", "42"])
-    print(f"\n{err.getvalue()}{out.getvalue()}(real run: {time.time() - t0:.0f}s)")
-    return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "results": root / "results", "bank": bank, "sib": sib, "factories": factories}
+        run = run_in_process("run", "--model", "all-MiniLM-L6-v2", "--tasks", f"{sib},{bank}", "--output", str(root / "results"),
+                             "--cache-dir", str(root / "cache"), "--fewshot-compare", "0,3", "--selector", "random,similar", "--seed", "42",
+                             check=False)
+    print(f"\n{run.stderr}{run.stdout}(real run: {time.time() - t0:.0f}s)")
+    return {"code": run.returncode, "out": run.stdout, "err": run.stderr, "results": root / "results", "bank": bank, "sib": sib,
+            "factories": factories}
 
 
 @pytest.mark.slow

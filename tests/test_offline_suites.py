@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from evalkit.results import main_scores
-from tests.offline_run import EN_TASKS, FULL, MTEB_226_HERE, ZH_TASKS, result_files, results_by_task, run_cli, run_in_process
+from tests.offline_run import EN_TASKS, FULL, MTEB_226_HERE, ZH_TASKS, result_files, results_by_task, run_in_process
 
 pytestmark = pytest.mark.slow
 

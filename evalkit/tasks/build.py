@@ -151,7 +151,7 @@ class FreshStatePerSubset:
 def _load_subset(task, typ: str, folder: Path, splits: list[str]):
     from datasets import DatasetDict
 
-    if typ in ("InstructionRetrieval", "InstructionReranking"):
+    if typ in LAYOUT:
         return _instruction_splits(typ, folder, splits)
     if typ == "Retrieval":
         return {s: load_retrieval(folder, s) for s in splits}

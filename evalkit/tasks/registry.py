@@ -18,6 +18,7 @@ TYPES = (
 )  # what a folder or task YAML can declare (evalkit/tasks/build.py reads each)
 # a query side and a document side: mteb's dataset {subset: {split: RetrievalSplitData}}, queries instructed
 RETRIEVAL_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")
+SEARCH_TYPES = ("Retrieval", "InstructionRetrieval")  # of those, the ones whose corpus is searched (no candidates given)
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML has it: the task table is ~100 tasks
