@@ -120,7 +120,7 @@ def _mteb_benchmark_name(name: str) -> bool:
 def plan(model, tasks, *, output="results", fewshot=None, selector=None, selector_model=None, reranker=None,
          first_stage=None, top_k=100, m3_modes=None, kind=None, batch_size=64, dtype=None, device=None, cache=True,
          cache_dir=None, seed=42, overwrite=False, search="auto", recipe=None, pooling=None, max_length=None,
-         query_instruction=None, revision=None, trust_remote_code=None, dry_run=False):
+         query_instruction=None, revision=None, trust_remote_code=None, dry_run=False, attention="auto"):
     """The checked plan of a run (evalkit/plan.py): every task's data read, every model found, every
     combination allowed or refused in one line (EvalkitError); nothing loaded, nothing written.
 
@@ -134,7 +134,7 @@ def plan(model, tasks, *, output="results", fewshot=None, selector=None, selecto
 
     settings = Settings(
         output=Path(output), overwrite=overwrite, batch_size=batch_size, dtype=dtype, device=device, use_cache=bool(cache),
-        cache_dir=Path(cache_dir) if cache_dir else None, seed=seed, search=search or "auto",
+        cache_dir=Path(cache_dir) if cache_dir else None, seed=seed, search=search or "auto", attention=attention or "auto",
     )
     spec = model_spec(model, recipe=recipe, pooling=pooling, max_length=max_length, query_instruction=query_instruction,
                       revision=revision, trust_remote_code=trust_remote_code)

@@ -43,7 +43,7 @@ def plan_of(args):
         top_k=args.top_k, m3_modes=args.m3_mode, kind=args.kind, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
         cache=not args.no_cache, cache_dir=args.cache_dir, seed=args.seed, overwrite=args.overwrite, search=args.search,
         recipe=args.recipe, pooling=args.pooling, max_length=args.max_length, query_instruction=args.query_instruction,
-        revision=args.revision, trust_remote_code=args.trust_remote_code or None, dry_run=args.dry_run,
+        revision=args.revision, trust_remote_code=args.trust_remote_code or None, dry_run=args.dry_run, attention=args.attention,
     )
 
 
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
     r.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:0,cuda:1")
+    r.add_argument("--attention", choices=["auto", "packed", "padded"], default="auto",
+                   help="packed: a batch's texts joined into one sequence, no padding in the network (BERT, XLM-R, Mistral, "
+                        "Qwen, Llama types); padded: each text padded to its batch's longest; auto: packed on a GPU where the model allows")
     r.add_argument("--overwrite", action="store_true")
     r.add_argument("--no-cache", action="store_true")
     r.add_argument("--cache-dir")

@@ -80,7 +80,8 @@ class Models:
             spec, s = model.spec, self.settings
             common = dict(normalize=spec.normalize, dtype=s.dtype or spec.dtype, batch_size=s.batch_size, devices=s.device,
                           padding_side=spec.padding_side, trust_remote_code=spec.trust_remote_code, cache=self._cache,
-                          model_id=spec.hub_id or spec.name, revision=model.revision, lowercase=spec.lowercase, dense=spec.dense)
+                          model_id=spec.hub_id or spec.name, revision=model.revision, lowercase=spec.lowercase, dense=spec.dense,
+                          attention=s.attention)
             if model.kind == "icl-embedder":
                 emb = ICLEmbedder(model.path, query_max_length=spec.max_length, passage_max_length=spec.max_length, **common)
             else:
@@ -95,7 +96,8 @@ class Models:
             from evalkit.models.reranker import load_reranker
 
             s = self.settings
-            rr = load_reranker(model.spec, dtype=s.dtype, batch_size=s.batch_size, devices=s.device, path=model.path, revision=model.revision)
+            rr = load_reranker(model.spec, dtype=s.dtype, batch_size=s.batch_size, devices=s.device, path=model.path, revision=model.revision,
+                               attention=s.attention)
             rr.progress = self.progress
             self._models[key] = rr
         return self._models[key]

@@ -47,6 +47,7 @@ class Settings:
     cache_dir: Path | None = None
     seed: int = 42
     search: str = "auto"  # retrieval search: auto | memmap | mteb (evalkit/search.py)
+    attention: str = "auto"  # the encoder's batches: auto | packed | padded (evalkit/models/packing.py)
     query_block: int | None = None  # memmap search blocks (tests, benchmarks); None: search.py's defaults
     doc_chunk: int | None = None
 
@@ -55,6 +56,10 @@ class Settings:
             raise EvalkitError(f"batch size must be a positive integer, got {self.batch_size!r}")
         if self.search not in SEARCH_MODES:
             raise EvalkitError(f"unknown search {self.search!r}: use one of {', '.join(SEARCH_MODES)}")
+        from evalkit.models.packing import ATTENTION_MODES
+
+        if self.attention not in ATTENTION_MODES:
+            raise EvalkitError(f"unknown attention {self.attention!r}: use one of {', '.join(ATTENTION_MODES)}")
 
 
 @dataclass(frozen=True)

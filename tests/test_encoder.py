@@ -325,3 +325,35 @@ def test_the_bf16_note_is_in_the_plan_before_anything_runs(tiny_bert, tmp_path, 
     with caplog.at_level("WARNING", logger="evalkit"):
         evalkit.evaluate(str(tiny_bert), [str(task)], dtype="bf16", device="cpu", output=tmp_path / "r", cache=False)
     assert any("--dtype bf16 is slow on this CPU" in r.getMessage() for r in caplog.records)
+
+
+def test_gpu_token_budget_is_sized_from_free_memory(monkeypatch):
+    """gpu_batch_tokens with the free memory given (no GPU here): half of it over one token's activations."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from evalkit.models.encoder import gpu_batch_tokens
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (8 << 30, 16 << 30))
+    large = SimpleNamespace(config=SimpleNamespace(hidden_size=1024, intermediate_size=4096, vocab_size=32000),
+                            parameters=lambda: iter([torch.zeros(1, dtype=torch.bfloat16)]))
+    per_token = (8 * 1024 + 2 * 4096) * 2 + 4 * 1024  # bf16 activations + the fp32 head output
+    assert gpu_batch_tokens(large, "cuda:0", "embedder") == int(0.5 * (8 << 30) / per_token) // 1024 * 1024 == 115712
+    # an LLM reranker's fp32 logits over the vocabulary count too
+    assert gpu_batch_tokens(large, "cuda:0", "llm-reranker") == int(0.5 * (8 << 30) / (per_token + 4 * 32000)) // 1024 * 1024
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 << 20, 16 << 30))
+    assert gpu_batch_tokens(large, "cuda:0", "embedder") == 1024  # never below 1024
+
+
+def test_widths_rounded_up_as_on_a_gpu_give_the_same_vectors(tiny_bert):
+    """A GPU pads to multiples of PAD_MULTIPLE: the extra padding is masked, the vectors stay (a CPU core set so)."""
+    from evalkit.models.encoder import PAD_MULTIPLE, Core, CoreConfig, EmbedHead
+
+    texts = [" ".join(["query passage"] * k) for k in range(1, 30)]
+    core = Core(CoreConfig(str(tiny_bert), "embedder", batch_size=8), ["cpu"])
+    plain = core.run(core.tokenize(texts, 64), EmbedHead("mean"))
+    core.pad_multiple = PAD_MULTIPLE
+    feats = core.tokenize(texts, 64)
+    assert core.pad(feats[:3])["input_ids"].shape[1] % PAD_MULTIPLE == 0
+    np.testing.assert_allclose(core.run(feats, EmbedHead("mean")), plain, rtol=0, atol=1e-6)

@@ -38,6 +38,7 @@ class Embedder:
         revision: str | None = None,
         lowercase: bool = False,
         dense: Sequence[str] = (),
+        attention: str = "auto",
     ):
         from evalkit.models.loading import folder_revision, model_positions
 
@@ -53,7 +54,9 @@ class Embedder:
             self.max_length = limit
         self.devices = resolve_devices(devices)
         self.dtype = resolve_dtype(dtype, self.devices[0])
-        self.config = CoreConfig(str(self.path), "embedder", self.dtype, int(batch_size), padding_side, trust_remote_code, lowercase=bool(lowercase))
+        # the attention mode changes no vector beyond float noise (tests/test_packing.py): not in the namespace
+        self.config = CoreConfig(str(self.path), "embedder", self.dtype, int(batch_size), padding_side, trust_remote_code,
+                                 lowercase=bool(lowercase), attention=attention)
         self.dense = tuple(dense)
         self.head = EmbedHead(pooling, normalize, tuple(load_dense(self.path / d) for d in self.dense))
         self.cache = cache

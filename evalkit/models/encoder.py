@@ -2,8 +2,11 @@
 
 Tokenise once, sort by length (longest first, so an out-of-memory shows at once), pad each batch
 only to its own longest member (on a CPU a batch also holds at most CPU_BATCH_TOKENS padded tokens:
-small batches stay in cache, 20% faster in fp32 on long texts here than 64 rows of 256 tokens),
-run the network (bf16: under autocast, the linear layers' weights stored in bf16; fp16: half weights),
+small batches stay in cache, 20% faster in fp32 on long texts here than 64 rows of 256 tokens; on a
+GPU a batch is filled to a token budget sized from the free memory, its width rounded up to a multiple
+of PAD_MULTIPLE) or pack its texts into one sequence with no padding at all (evalkit/models/packing.py:
+`--attention packed`, the default on a GPU where the model allows it), run the network (CPU bf16: under
+autocast, the linear layers' weights stored in bf16; on a GPU, fp16/bf16 weights loaded in that dtype),
 apply a head (pooling + normalisation for embedders, logits for rerankers), restore the input order.
 Out-of-memory halves the batch and retries; several devices get one worker process each.
 """
@@ -25,6 +28,9 @@ log = logging.getLogger("evalkit")
 
 DTYPES = ("fp32", "fp16", "bf16")
 CPU_BATCH_TOKENS = 2048
+PAD_MULTIPLE = 16  # a GPU's padded widths: multiples of 16
+GPU_MAX_ROWS = 4096
+GPU_MEMORY_SHARE = 0.5  # of the free memory after loading, for one batch's activations
 FETCH_BYTES = 64 << 20  # head outputs kept on the device before they are copied back together
 POOLINGS = ("cls", "mean", "last_token", "max", "mean_sqrt_len_tokens", "weightedmean")  # "a+b": both, concatenated
 
@@ -133,6 +139,24 @@ def store_linears(model, dtype) -> None:
         own = list(m.parameters(recurse=False))
         if isinstance(m, torch.nn.Linear) and all(p.is_floating_point() and id(p) not in elsewhere for p in own):
             m.to(dtype)
+
+
+def gpu_batch_tokens(model, device: str, kind: str) -> int:
+    """A GPU batch's token budget: half the free memory after loading over an upper bound of one token's live
+    activations in a layer (the hidden state a few times over, the FFN's intermediate, the fp32 head output;
+    an LLM reranker's logits over the vocabulary), between 1024 and 2^20 tokens, in steps of 1024. The OOM
+    back-off stays behind it."""
+    import torch
+
+    cfg = getattr(model, "config", None)
+    hidden = int(getattr(cfg, "hidden_size", 1024) or 1024)
+    ffn = int(getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden)
+    size = next(model.parameters()).element_size()
+    per_token = (8 * hidden + 2 * ffn) * size + 4 * hidden
+    if kind == "llm-reranker":
+        per_token += 4 * int(getattr(cfg, "vocab_size", 32000) or 32000)
+    free = torch.cuda.mem_get_info(device)[0]
+    return max(1024, min(1 << 20, int(GPU_MEMORY_SHARE * free / per_token)) // 1024 * 1024)
 
 
 def is_oom(err: BaseException) -> bool:
@@ -281,8 +305,9 @@ class CoreConfig:
     batch_size: int = 256
     padding_side: str | None = None
     trust_remote_code: bool = False
-    max_batch_tokens: int | None = None  # rows x padded width per batch; None: CPU_BATCH_TOKENS on a CPU, no cap on a GPU
+    max_batch_tokens: int | None = None  # rows x padded width per batch; None: CPU_BATCH_TOKENS on a CPU, gpu_batch_tokens on a GPU
     lowercase: bool = False  # sentence-transformers' do_lower_case: a Lowercase normaliser before the tokenizer's own
+    attention: str = "auto"  # packed | padded | auto (evalkit/models/packing.py: packed where the model allows it)
     stats: dict = field(default_factory=lambda: {"texts": 0, "tokens": 0, "batches": 0, "oom_retries": 0, "seconds": 0.0})
 
 
@@ -302,19 +327,46 @@ class Core:
         self.tokenizer = tokenizer or load_tokenizer(path, config.padding_side, config.trust_remote_code, config.lowercase)
         if config.padding_side is not None:
             self.tokenizer.padding_side = config.padding_side
-        self.model = (model or load_network(path, config.kind, config.trust_remote_code)).eval()
-        if self.dtype == "fp16":  # FlagEmbedding's use_fp16: the weights themselves in half precision, halved
+        on_cpu, gpu = self.device.startswith("cpu"), self.device.startswith("cuda")
+        # on a GPU a half-precision run loads its weights in that dtype (as sentence-transformers does): no fp32
+        # copy anywhere, no autocast casts of norms and embeddings on each pass (issue 27)
+        self.whole_dtype = self.dtype if self.dtype != "fp32" and gpu else None
+        loaded = model or load_network(path, config.kind, config.trust_remote_code,
+                                       dtype=torch_dtype(self.whole_dtype) if self.whole_dtype else None)
+        self.model = loaded.eval()
+        if self.whole_dtype:
+            self.model.to(torch_dtype(self.whole_dtype))  # a model handed in, or parameters the checkpoint kept in fp32
+        elif self.dtype == "fp16":  # FlagEmbedding's use_fp16: the weights themselves in half precision, halved
             self.model.half()  # before the move, so the device never holds the fp32 copy (7B: 28 GB, not 14)
-        elif self.dtype == "bf16":
+        elif self.dtype == "bf16":  # a CPU: autocast over linears stored in bf16
             store_linears(self.model, torch_dtype("bf16"))  # still under autocast: the same bits, half the memory
         self.model.to(self.device)
         self.batch_size = int(config.batch_size)
-        on_cpu = self.device.startswith("cpu")
-        self.max_batch_tokens = config.max_batch_tokens or (CPU_BATCH_TOKENS if on_cpu else None)
+        self.max_batch_tokens = config.max_batch_tokens or (
+            CPU_BATCH_TOKENS if on_cpu else gpu_batch_tokens(self.model, self.device, config.kind) if gpu else None)
+        self.pad_multiple = PAD_MULTIPLE if gpu else 1  # few distinct shapes on a GPU (kernel set-ups, allocator)
+        self.max_rows = GPU_MAX_ROWS if gpu else None  # a GPU's batches are filled to the token budget
         if on_cpu:
             keep_freed_memory()
+        self.packer = self._packer(config.attention)
         self._pool = None
         self.on_batch: Callable | None = None  # on_batch(rows, tokens) after each batch (evalkit/progress.py)
+
+    def _packer(self, mode: str):
+        """The packed path's runner where `mode` and the model allow it, else None (the padded path)."""
+        from evalkit.models.packing import ATTENTION_MODES, Packed, packable
+
+        if mode not in ATTENTION_MODES:
+            raise EvalkitError(f"unknown attention {mode!r}: use one of {', '.join(ATTENTION_MODES)}")
+        if mode == "padded" or (mode == "auto" and not self.device.startswith("cuda")):
+            return None
+        why = packable(self.model, self.config.kind)
+        if why is not None:
+            if mode == "packed":
+                raise EvalkitError(f"--attention packed cannot run {self.config.path}: {why}; use --attention padded or auto")
+            log.info("%s runs padded: %s", self.config.path, why)
+            return None
+        return Packed(self.model, self.config.kind, self.tokenizer.padding_side == "left")
 
     # -- tokenisation
     def tokenize(self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int) -> list[dict]:
@@ -341,7 +393,7 @@ class Core:
         import torch
 
         n = len(feats)
-        width = max(len(f["input_ids"]) for f in feats)
+        width = self.width(max(len(f["input_ids"]) for f in feats))
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         left = self.tokenizer.padding_side == "left"
         ids = np.full((n, width), pad_id, dtype=np.int64)
@@ -359,12 +411,17 @@ class Core:
             batch["token_type_ids"] = torch.from_numpy(types)
         return batch
 
+    def width(self, longest: int) -> int:
+        """A padded batch's width: its longest input, rounded up to `pad_multiple` (the packed path pads nothing)."""
+        m = 1 if self.packer is not None else self.pad_multiple
+        return -(-longest // m) * m
+
     # -- running
     def rows(self, feats: Sequence[dict], start: int, bs: int) -> int:
         """How many texts from `start` (sorted longest first) make the next batch."""
         if not self.max_batch_tokens:
             return bs
-        return max(1, min(bs, self.max_batch_tokens // max(1, len(feats[start]["input_ids"]))))
+        return max(1, min(bs, self.max_batch_tokens // max(1, self.width(len(feats[start]["input_ids"])))))
 
     def run(self, feats: Sequence[dict], head: Callable, batch_size: int | None = None) -> np.ndarray:
         """Head outputs for `feats`, in their order, as float32 numpy."""
@@ -376,6 +433,8 @@ class Core:
         order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]))
         sorted_feats = [feats[i] for i in order]
         bs = int(batch_size or self.batch_size)
+        if self.max_rows:  # a GPU: the token budget makes the batches, at most max_rows rows (OOM halves it)
+            bs = max(bs, self.max_rows)
         if len(self.devices) > 1 and len(feats) > bs:
             outs = self._run_parallel(sorted_feats, head, bs)
         else:
@@ -396,17 +455,18 @@ class Core:
         pending: list = []
         pending_bytes = 0
         start = 0
-        ac_dtype = None if self.dtype in ("fp32", "fp16") else torch_dtype(self.dtype)
+        ac_dtype = None if self.dtype in ("fp32", "fp16") or self.whole_dtype else torch_dtype(self.dtype)
         device_type = self.device.split(":")[0]
         pinned = device_type == "cuda"  # copies from pinned memory do not make the host wait either
         while start < len(feats):
             part = feats[start : start + self.rows(feats, start, bs)]
-            batch = {k: (v.pin_memory() if pinned else v).to(self.device, non_blocking=pinned) for k, v in self.pad(part).items()}
+            host = self.packer.batch(part) if self.packer is not None else self.pad(part)
+            batch = {k: (v.pin_memory() if pinned else v).to(self.device, non_blocking=pinned) for k, v in host.items()}
             try:
                 with torch.inference_mode(), (
                     torch.autocast(device_type, dtype=ac_dtype) if ac_dtype is not None else nullcontext()
                 ):
-                    out = head(self.model, batch)
+                    out = head(self.model if self.packer is None else self.packer, batch)
                 pending.append(out.detach().float())
                 pending_bytes += 4 * pending[-1].numel()
                 if pending_bytes >= FETCH_BYTES:

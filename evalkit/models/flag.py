@@ -59,6 +59,7 @@ class FlagModel:
         dtype: str | None = None,
         cache=None,
         padding_side: str | None = None,
+        attention: str = "auto",
         **_ignored,
     ):
         from evalkit.models.encoder import resolve_devices
@@ -74,7 +75,7 @@ class FlagModel:
         self.embedder = Embedder(
             path, pooling=pooling_method, normalize=normalize_embeddings, max_length=max_length, dtype=dtype,
             batch_size=batch_size, devices=devs, padding_side=padding_side, trust_remote_code=trust_remote_code,
-            cache=cache, model_id=(spec.hub_id if spec else None), revision=(spec.revision if spec else None),
+            cache=cache, model_id=(spec.hub_id if spec else None), revision=(spec.revision if spec else None), attention=attention,
         )
 
     @property

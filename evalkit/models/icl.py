@@ -182,6 +182,7 @@ class FlagICLModel:
         dtype: str | None = None,
         cache=None,
         padding_side: str | None = None,
+        attention: str = "auto",
         **_ignored,
     ):
         from evalkit.models.encoder import resolve_devices
@@ -203,7 +204,7 @@ class FlagICLModel:
             path, query_max_length=query_max_length, passage_max_length=passage_max_length, pooling=pooling_method,
             normalize=normalize_embeddings, dtype=dtype, batch_size=batch_size, devices=devs, padding_side=padding_side,
             trust_remote_code=trust_remote_code, cache=cache, model_id=(spec.hub_id if spec else None),
-            revision=(spec.revision if spec else None),
+            revision=(spec.revision if spec else None), attention=attention,
         )
         self.prefix = ""
         self.suffix = SUFFIX

@@ -132,16 +132,17 @@ def lowercase_tokenizer(tok, path) -> None:
     backend.normalizer = Sequence([Lowercase()] + ([norm] if norm is not None else []))
 
 
-def load_network(path: Path, kind: str = "embedder", trust_remote_code: bool = False):
+def load_network(path: Path, kind: str = "embedder", trust_remote_code: bool = False, dtype=None):
     """AutoModel for embedders, AutoModelForSequenceClassification for cross-encoders,
-    AutoModelForCausalLM for LLM rerankers; always fp32 weights (transformers 5 would otherwise load the
-    checkpoint's own dtype; `dtype` is its name for the old `torch_dtype`), eval mode."""
+    AutoModelForCausalLM for LLM rerankers; fp32 weights unless `dtype` (a torch dtype) is given
+    (transformers 5 would otherwise load the checkpoint's own dtype; `dtype` is its name for the old
+    `torch_dtype`), eval mode."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = {"embedder": AutoModel, "reranker": AutoModelForSequenceClassification, "llm-reranker": AutoModelForCausalLM}[kind]
     try:
-        model = cls.from_pretrained(str(path), dtype=torch.float32, trust_remote_code=trust_remote_code)
+        model = cls.from_pretrained(str(path), dtype=dtype or torch.float32, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise EvalkitError(f"cannot load the model in {path}: {type(e).__name__}: {e}") from e
     return model.eval()

@@ -361,6 +361,7 @@ class BGEM3FlagModel:
         model_id: str | None = None,
         revision: str | None = None,
         embedder=None,
+        attention: str = "auto",
         **_ignored,
     ):
         from evalkit.models.embedder import Embedder
@@ -392,7 +393,7 @@ class BGEM3FlagModel:
             self.path, pooling=pooling_method, normalize=self.normalize_embeddings, max_length=self._cap(self.passage_max_length),
             dtype=flag_dtype(dtype, use_fp16, devs[0], use_bf16), batch_size=self.batch_size, devices=devs,
             padding_side=padding_side, trust_remote_code=trust_remote_code, cache=cache,
-            model_id=model_id or (spec.hub_id if spec else None), revision=self.revision,
+            model_id=model_id or (spec.hub_id if spec else None), revision=self.revision, attention=attention,
         )
         self._heads: tuple[str, str] | None = None
         self._colbert_dim: int | None = None

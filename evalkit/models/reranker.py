@@ -181,7 +181,7 @@ class _Reranker:
         batch_size: int, devices, normalize: bool, trust_remote_code: bool, padding_side: str | None,
         query_instruction_for_rerank: str | None, query_instruction_format: str,
         passage_instruction_for_rerank: str | None, passage_instruction_format: str,
-        revision: str | None = None, model_id: str | None = None,
+        revision: str | None = None, model_id: str | None = None, attention: str = "auto",
     ):
         from evalkit.models.flag import _model_path, flag_dtype
         from evalkit.models.loading import folder_revision, model_positions
@@ -204,7 +204,7 @@ class _Reranker:
         self.model_id = model_id or (spec.hub_id if spec else None) or str(model_name_or_path)
         self.revision = revision or (spec.revision if spec and spec.revision else None) or folder_revision(self.path)
         self.weights = folder_revision(self.path)
-        self.config = CoreConfig(str(self.path), self.kind, self.dtype, self.batch_size, padding_side, trust_remote_code)
+        self.config = CoreConfig(str(self.path), self.kind, self.dtype, self.batch_size, padding_side, trust_remote_code, attention=attention)
         limit = model_positions(self.path)
         self.max_length = int(max_length)
         if limit is not None and self.max_length > limit:
@@ -294,6 +294,7 @@ class FlagReranker(_Reranker):
         padding_side: str | None = None,
         revision: str | None = None,
         model_id: str | None = None,
+        attention: str = "auto",
         **_ignored,
     ):
         super().__init__(
@@ -301,7 +302,7 @@ class FlagReranker(_Reranker):
             devices=devices, normalize=normalize, trust_remote_code=trust_remote_code, padding_side=padding_side,
             query_instruction_for_rerank=query_instruction_for_rerank, query_instruction_format=query_instruction_format,
             passage_instruction_for_rerank=passage_instruction_for_rerank, passage_instruction_format=passage_instruction_format,
-            revision=revision, model_id=model_id,
+            revision=revision, model_id=model_id, attention=attention,
         )
 
     def features(self, pairs, max_length: int) -> list[dict]:
@@ -348,6 +349,7 @@ class FlagLLMReranker(_Reranker):
         padding_side: str | None = None,
         revision: str | None = None,
         model_id: str | None = None,
+        attention: str = "auto",
         **_ignored,
     ):
         super().__init__(
@@ -355,7 +357,7 @@ class FlagLLMReranker(_Reranker):
             batch_size=batch_size, devices=devices, normalize=normalize, trust_remote_code=trust_remote_code,
             padding_side=padding_side, query_instruction_for_rerank=query_instruction_for_rerank,
             query_instruction_format=query_instruction_format, passage_instruction_for_rerank=passage_instruction_for_rerank,
-            passage_instruction_format=passage_instruction_format, revision=revision, model_id=model_id,
+            passage_instruction_format=passage_instruction_format, revision=revision, model_id=model_id, attention=attention,
         )
         self.query_max_length = query_max_length
         self.prompt = prompt
@@ -388,7 +390,7 @@ class FlagLLMReranker(_Reranker):
 
 
 def load_reranker(spec, *, dtype: str | None = None, batch_size: int = 128, devices=None, max_length: int | None = None,
-                  path=None, revision: str | None = None):
+                  path=None, revision: str | None = None, attention: str = "auto"):
     """The reranker for a spec of kind reranker or llm-reranker (`path`: its folder, when already
     located); the model loads on first use."""
     if spec.kind not in RERANKER_KINDS:
@@ -397,7 +399,7 @@ def load_reranker(spec, *, dtype: str | None = None, batch_size: int = 128, devi
     return cls(
         str(path or spec.locate()), max_length=max_length or spec.max_length, batch_size=batch_size, devices=devices,
         dtype=dtype or spec.dtype, trust_remote_code=spec.trust_remote_code, padding_side=spec.padding_side,
-        revision=revision or spec.revision, model_id=spec.hub_id or spec.name,
+        revision=revision or spec.revision, model_id=spec.hub_id or spec.name, attention=attention,
     )
 
 
