@@ -20,7 +20,11 @@ How evalkit hands it to mteb without forking it: `BoundedSearch` *is* a `SearchE
 (mteb's SearchProtocol) with an index backend; a retrieval task given a SearchProtocol model uses
 it as is (mteb/abstasks/retrieval.py). The runner passes it for retrieval tasks only
 (`Settings.search`, `--search`): `auto` (default) uses it for corpora above `BOUNDED_ABOVE` documents,
-`memmap` always, `mteb` never.
+`memmap` always, `mteb` never. Where the run's device is a GPU, `auto` takes the bounded search for
+every corpus and scores on the GPU: the query blocks and the document chunks go to the device, the
+chunks stay there while they fit in `device_bytes` (a quarter of the free memory; later chunks are read
+from the file again for each query block), and the running top-k is kept there, so the host never
+merges candidates in a Python heap while the GPU waits. On a CPU the search is unchanged.
 """
 from __future__ import annotations
 
@@ -49,9 +53,14 @@ class MemmapIndex:
     `stats` records the largest score block and document chunk that a search held, so a test can
     check the memory bound by instrumenting rather than by timing."""
 
-    def __init__(self, folder: str | Path | None = None, *, query_block: int = QUERY_BLOCK, doc_chunk: int = DOC_CHUNK, k_offset: int = 1):
+    def __init__(self, folder: str | Path | None = None, *, query_block: int = QUERY_BLOCK, doc_chunk: int = DOC_CHUNK, k_offset: int = 1,
+                 device: str = "cpu", device_bytes: int | None = None):
         if int(query_block) < 1 or int(doc_chunk) < 1:
             raise ValueError("query_block and doc_chunk must be positive")
+        # chunks kept on `device` between query blocks, up to device_bytes (None: a quarter of a GPU's free memory,
+        # nothing on a CPU, whose chunks are read from the page cache anyway)
+        self.device, self.device_bytes = str(device), device_bytes
+        self._resident: dict[int, Any] = {}
         self.parent = Path(folder) if folder else None
         self.query_block, self.doc_chunk, self.k_offset = int(query_block), int(doc_chunk), int(k_offset)
         self._dir: Path | None = None
@@ -121,11 +130,11 @@ class MemmapIndex:
         values: list[list[float]] = []
         indices: list[list[int]] = []
         for q0 in range(0, nq, self.query_block):
-            qb = torch.as_tensor(queries[q0 : q0 + self.query_block])
+            qb = torch.as_tensor(queries[q0 : q0 + self.query_block]).to(self.device)
             best_v = best_i = None
             for d0 in range(0, n_docs, self.doc_chunk):
                 d1 = min(d0 + self.doc_chunk, n_docs)
-                docs = self._rows(d0, d1)
+                docs = self._chunk(d0, d1)
                 scores = _block_scores(similarity_fn, qb, docs)
                 self._note(scores, d1 - d0)
                 v, i = torch.topk(scores, min(keep, scores.shape[1]), dim=1, largest=True)
@@ -140,6 +149,23 @@ class MemmapIndex:
             values.extend(best_v.cpu().tolist())
             indices.extend(best_i.cpu().tolist())
         return values, indices
+
+    def _chunk(self, lo: int, hi: int):
+        """Document rows [lo, hi): numpy on a CPU; on another device a tensor there, kept while the budget allows."""
+        if self.device == "cpu" and not self.device_bytes:
+            return self._rows(lo, hi)
+        import torch
+
+        if lo in self._resident:
+            return self._resident[lo]
+        docs = torch.from_numpy(self._rows(lo, hi)).to(self.device)
+        if self.device_bytes is None:
+            self.device_bytes = torch.cuda.mem_get_info(self.device)[0] // 4 if self.device.startswith("cuda") else 0
+        held = sum(t.numel() for t in self._resident.values()) * 4
+        if held + docs.numel() * 4 <= self.device_bytes:
+            self._resident[lo] = docs
+            self.stats["resident_rows"] = self.stats.get("resident_rows", 0) + (hi - lo)
+        return docs
 
     def _rerank(self, queries, top_k, similarity_fn, top_ranked, query_idx_to_id):
         import torch
@@ -169,6 +195,7 @@ class MemmapIndex:
     def clear(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+        self._resident = {}
         self._dir = self.path = self.dim = None
         self.ids = []
 
@@ -185,11 +212,11 @@ class BoundedSearch(SearchEncoderWrapper):
     mode `auto`: corpora of at most `bounded_above` documents take mteb's default path unchanged."""
 
     def __init__(self, model, *, mode: str = "memmap", bounded_above: int = BOUNDED_ABOVE, folder: str | Path | None = None,
-                 query_block: int = QUERY_BLOCK, doc_chunk: int = DOC_CHUNK):
+                 query_block: int = QUERY_BLOCK, doc_chunk: int = DOC_CHUNK, device: str = "cpu"):
         if mode not in ("auto", "memmap"):
             raise ValueError(f"BoundedSearch mode must be auto or memmap, got {mode!r}")
         self.mode, self.bounded_above = mode, int(bounded_above)
-        self.memmap = MemmapIndex(folder, query_block=query_block, doc_chunk=doc_chunk)
+        self.memmap = MemmapIndex(folder, query_block=query_block, doc_chunk=doc_chunk, device=device)
         super().__init__(model, index_backend=self.memmap)  # mteb's corpus_chunk_size (50k) where `auto` leaves mteb's path
         self.used_bounded: list[bool] = []
 
@@ -256,11 +283,16 @@ def search_model_for(adapter, task, opts):
     if mode == "mteb" or task.metadata.type != "Retrieval" or not plain_encoder:
         return adapter
     above = getattr(opts, "bounded_above", BOUNDED_ABOVE)
+    from evalkit.models.encoder import resolve_devices
+
+    device = resolve_devices(getattr(opts, "device", None))[0]
+    if device.startswith("cuda"):  # the top-k on the GPU for every corpus (module docstring)
+        above = 0
     if mode == "auto":
         size = largest_corpus(task)
         if size is not None and size <= above:
             return adapter
-    return BoundedSearch(adapter, mode=mode, bounded_above=above,
+    return BoundedSearch(adapter, mode=mode, bounded_above=above, device=device,
                          query_block=getattr(opts, "query_block", None) or QUERY_BLOCK, doc_chunk=getattr(opts, "doc_chunk", None) or DOC_CHUNK)
 
 
@@ -290,7 +322,7 @@ def _block_scores(similarity_fn, q, docs):
     if nq == 1:
         q = torch.cat([q, q])
     if nd == 1:
-        docs = np.concatenate([docs, docs])
+        docs = torch.cat([docs, docs]) if isinstance(docs, torch.Tensor) else np.concatenate([docs, docs])
     return torch.as_tensor(similarity_fn(q, docs))[:nq, :nd]
 
 

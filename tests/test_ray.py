@@ -106,6 +106,26 @@ def test_memmap_index_equals_mteb_default_topk_on_random_vectors(tmp_path):
     assert not path.exists()
 
 
+def test_device_resident_chunks_search_as_the_file(tmp_path):
+    """The GPU search's chunk handling (chunks kept on the device up to a budget, the rest read again for
+    each query block), run with the CPU as the device: the same candidates and scores as the plain search."""
+    from mteb.similarity_functions import cos_sim
+
+    from evalkit.search import MemmapIndex
+
+    rng = np.random.default_rng(1)
+    docs = rng.standard_normal((1000, 16)).astype(np.float32)
+    queries = rng.standard_normal((70, 16)).astype(np.float32)
+    plain = MemmapIndex(tmp_path / "a", query_block=16, doc_chunk=128)
+    held = MemmapIndex(tmp_path / "b", query_block=16, doc_chunk=128, device="cpu", device_bytes=3 * 128 * 16 * 4)
+    for idx in (plain, held):
+        idx.add_documents(docs, [f"d{i}" for i in range(len(docs))])
+    assert held.search(queries, 10, cos_sim) == plain.search(queries, 10, cos_sim)
+    assert held.stats["resident_rows"] == 3 * 128 and len(held._resident) == 3  # the budget: three chunks
+    held.clear()
+    assert held._resident == {}
+
+
 def test_bounded_search_gives_mteb_scores_on_a_task(tiny_bert, tmp_path, monkeypatch):
     """Same task, mteb's default search vs the memmap search in small blocks: same metrics, same
     per-query scores, and the largest score block allocated is query_block x doc_chunk."""
