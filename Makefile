@@ -12,7 +12,7 @@ TORCH   ?= torch==2.13.0
 # published reference rows for `make report`, when the shared data folder is beside the project
 PUBLISHED ?= $(wildcard ../shared/data/published_scores.json)
 
-.PHONY: install eval test test-full report bench bench-gpu clean browser
+.PHONY: install eval test test-full report bench bench-gpu gpu-carry clean browser
 
 $(BIN)/evalkit: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: install
 # bge-en-icl-sized random models against sentence-transformers, and MiniLM's fp16 score change
 bench-gpu: install
 	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)
+
+# what benchmarks/device_lease.sh needs on a device machine without a package registry (benchmarks/carry/)
+gpu-carry: install
+	$(BIN)/python benchmarks/make_carry.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

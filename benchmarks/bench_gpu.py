@@ -1,4 +1,4 @@
-"""`make bench-gpu`: evalkit's encoder core on a GPU (issue 19, item 4).
+"""`make bench-gpu`: evalkit's encoder core on a GPU (issue 19, item 4; issue 27, item 6).
 
 Measures, on the GPU(s) torch sees:
 - the GPU's bf16 / fp16 matmul peak (8192^3 products) beside the datasheet's dense peak;
@@ -10,6 +10,8 @@ Measures, on the GPU(s) torch sees:
     FFN 14336) through evalkit's in-context embedder (queries in bge-en-icl's
     `<instruct>..\\n<query>..\\n<response>` form), on short queries, SciFact-length documents and
     8192-token documents;
+  each on a mixed-length set as well, evalkit both packed (`--attention packed`: no padding, varlen
+  attention) and padded, peak GPU memory beside each;
   both with random weights built from a transformers config (speed does not depend on the weights),
   saved with save_pretrained beside a word-level tokenizer made with `tokenizers`, loaded from that
   folder exactly as `evalkit run --model FOLDER` loads a model;
@@ -24,7 +26,14 @@ attention's 4 x layers x hidden x length^2 per text (half of that for the causal
     .venv/bin/python benchmarks/bench_gpu.py                   # everything, on the GPU(s)
     .venv/bin/python benchmarks/bench_gpu.py --quick           # smaller sets (~5 min of GPU on an H100)
     .venv/bin/python benchmarks/bench_gpu.py --device cpu --tiny   # check the script without a GPU
+    .venv/bin/python benchmarks/bench_gpu.py --lease --results benchmarks/RESULTS.md   # sized for one lease
     make bench-gpu ARGS="--quick --json /tmp/bench_gpu.json"
+
+`--lease` is sized for one device lease (under 8 minutes on one H100/H200 with its warm-ups): bf16 only,
+the quick sets, the MiniLM's fp16 scores against the recorded fp32 ones; `--results FILE` appends the
+tables, with the GPU, driver, torch and transformers versions, to FILE (benchmarks/RESULTS.md).
+The device machine reaches no package registry: what it lacks travels as wheels in the carried tree
+(benchmarks/RESULTS.md, "GPU", says which ones the last lease needed).
 """
 from __future__ import annotations
 
@@ -90,6 +99,8 @@ SIZES = {
     "quick": dict(enc_q=8000, enc_d=2000, dec_q=1500, dec_d=400, dec_l=12, long_len=8192, repeats=1),
     "tiny":  dict(enc_q=64, enc_d=24, dec_q=16, dec_d=8, dec_l=2, long_len=256, repeats=1),
 }
+SIZES["lease"] = dict(SIZES["quick"], dec_l=8)
+ATTENTION = ("packed", "padded")
 BATCH = {"query": 256, "doc": 64, "dec_query": 64, "dec_doc": 16, "dec_long": 2}
 
 
@@ -260,16 +271,26 @@ def words(rng: random.Random, n: int) -> str:
 def make_mixes(sz: dict, which: str) -> dict[str, list[str]]:
     """Synthetic texts with realistic token-length mixes (each word is one token)."""
     rng = random.Random(19)
+
+    def mixed(n: int) -> list[str]:  # a retrieval run's texts: 60% queries, 25% passages, 15% documents
+        return [words(rng, rng.randint(*(10, 20) if u < 0.6 else (50, 150) if u < 0.85 else (200, 500)))
+                for u in (rng.random() for _ in range(n))]
+
     if which == "encoder":
         return {
             "queries 10-20 tok": [words(rng, rng.randint(10, 20)) for _ in range(sz["enc_q"])],
             "SciFact docs 200-500 tok": [words(rng, rng.randint(200, 500)) for _ in range(sz["enc_d"])],
+            MIXED: mixed(sz["enc_d"] * 2),
         }
     return {
         "queries 10-20 tok": [words(rng, rng.randint(10, 20)) for _ in range(sz["dec_q"])],
         "SciFact docs 200-500 tok": [words(rng, rng.randint(200, 500)) for _ in range(sz["dec_d"])],
+        MIXED: mixed(sz["dec_d"] * 2),
         f"long docs {sz['long_len']} tok": [words(rng, sz["long_len"] + 64) for _ in range(sz["dec_l"])],
     }
+
+
+MIXED = "mixed 10-500 tok"
 
 
 def useful_flops(lengths, spec: dict) -> float:
@@ -332,20 +353,21 @@ def free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def evalkit_embedder(folder: Path, kind: str, dtype: str, devices, max_length: int):
+def evalkit_embedder(folder: Path, kind: str, dtype: str, devices, max_length: int, attention: str = "auto"):
     if kind == "decoder":
         from evalkit.models.icl import ICLEmbedder
 
         return ICLEmbedder(folder, query_max_length=512, passage_max_length=max_length, dtype=dtype, devices=devices,
-                           padding_side="right", batch_size=BATCH["dec_doc"])
+                           padding_side="right", batch_size=BATCH["dec_doc"], attention=attention)
     from evalkit.models.embedder import Embedder
 
-    return Embedder(folder, pooling="cls", max_length=max_length, dtype=dtype, devices=devices, batch_size=BATCH["doc"])
+    return Embedder(folder, pooling="cls", max_length=max_length, dtype=dtype, devices=devices, batch_size=BATCH["doc"],
+                    attention=attention)
 
 
 def batch_for(kind: str, mix: str) -> int:
     if kind == "encoder":
-        return BATCH["query"] if mix.startswith("queries") else BATCH["doc"]
+        return BATCH["query"] if mix.startswith(("queries", "mixed")) else BATCH["doc"]
     return BATCH["dec_query"] if mix.startswith("queries") else BATCH["dec_long"] if mix.startswith("long") else BATCH["dec_doc"]
 
 
@@ -365,18 +387,22 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
 
     devices = ["cuda:0"] if device == "cuda" else ["cpu"]
     inputs: dict[str, list[str]] = {}
-    for dtype in dtypes:
+    for dtype, attention in ((d, a) for d in dtypes for a in ATTENTION):
+        if attention == "padded" and dtype != dtypes[0]:
+            continue  # the padded path once, at the first dtype: the comparison, not a grid
+        impl = f"evalkit {attention}"
         reset_mem(device)
         t = time.perf_counter()
         try:
-            emb = evalkit_embedder(folder, kind, dtype, devices, max_length)
+            emb = evalkit_embedder(folder, kind, dtype, devices, max_length, attention)
             emb.core  # load now, outside the timed region
         except Exception as e:
-            say(f"  evalkit {dtype}: could not load: {type(e).__name__}: {e}")
-            REPORT.setdefault("errors", []).append(f"{name} evalkit {dtype} load: {e}")
+            say(f"  {impl} {dtype}: could not load: {type(e).__name__}: {e}")
+            REPORT.setdefault("errors", []).append(f"{name} {impl} {dtype} load: {e}")
             continue
         load_s = time.perf_counter() - t
-        say(f"  evalkit {dtype}: loaded in {load_s:.1f} s (weights {next(emb.core.model.parameters()).dtype})")
+        say(f"  {impl} {dtype}: loaded in {load_s:.1f} s (weights {next(emb.core.model.parameters()).dtype}, "
+            f"{'packed' if emb.core.packer is not None else 'padded'}, batches of {emb.core.max_batch_tokens} tokens at most)")
         for mix, texts in mixes.items():
             if kind == "decoder" and mix.startswith("queries"):
                 # bge-en-icl's query format, built and truncated as evalkit builds it
@@ -392,15 +418,17 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
                 emb.encode_uncached(warmup_slice(texts, bs), batch_size=bs)
                 s = timed(lambda: emb.encode_uncached(texts, batch_size=bs), device, repeats)
             except Exception as e:
-                say(f"  evalkit {dtype} {mix}: {type(e).__name__}: {str(e)[:300]}")
-                REPORT.setdefault("errors", []).append(f"{name} evalkit {dtype} {mix}: {e}")
+                say(f"  {impl} {dtype} {mix}: {type(e).__name__}: {str(e)[:300]}")
+                REPORT.setdefault("errors", []).append(f"{name} {impl} {dtype} {mix}: {e}")
                 continue
-            row(name, "evalkit", dtype, mix, lengths, s, spec, peaks,
-                {"batch": bs, "load_s": round(load_s, 1), "peak_gib": peak_mem(device), "oom_retries": emb.config.stats["oom_retries"]})
+            row(name, impl, dtype, mix, lengths, s, spec, peaks,
+                {"batch": bs, "batch_tokens": emb.core.max_batch_tokens, "load_s": round(load_s, 1), "peak_gib": peak_mem(device),
+                 "oom_retries": emb.config.stats["oom_retries"]})
         emb.close()
         del emb
         free(device)
-        if not with_st or (st_dtypes is not None and dtype not in st_dtypes):
+        last_of_dtype = attention == ATTENTION[-1] or dtype != dtypes[0]
+        if not last_of_dtype or not with_st or (st_dtypes is not None and dtype not in st_dtypes):
             continue
         # sentence-transformers on the same texts, the model in the same dtype (its usual way: the weights cast)
         try:
@@ -533,12 +561,51 @@ def bench_minilm(args) -> None:
     save_report()
 
 
+# ----------------------------------------------------------------------------- RESULTS.md
+def results_markdown() -> str:
+    """This run's tables as a RESULTS.md section: per model, one row per mix, one column per implementation
+    and dtype (tokens/s, share of the measured peak, peak GiB), then the MiniLM's score changes."""
+    info = REPORT.get("device", {})
+    lines = [f"\n## GPU, `bench_gpu.py {' '.join(sys.argv[1:])}`, {info.get('date', '')}\n",
+             f"{info.get('gpu')} x {info.get('gpus')} ({info.get('nvidia_smi', '')}); torch {info.get('torch')} "
+             f"(CUDA {info.get('cuda')}), transformers {info.get('transformers')}, sentence-transformers "
+             f"{info.get('sentence_transformers')}; matmul peak " + ", ".join(f"{k} {v}" for k, v in REPORT.get("peaks", {}).items()) + " TFLOP/s.",
+             "Each cell: tokens/s · % of the measured peak of its dtype · peak GiB.\n"]
+    rows = REPORT.get("rows", [])
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        cols = list(dict.fromkeys((r["impl"], r["dtype"]) for r in mine))
+        lines += [f"**{model}**\n", "| mix | texts / tokens | " + " | ".join(f"{i} {d}" for i, d in cols) + " |",
+                  "|---|---|" + "---|" * len(cols)]
+        for mix in dict.fromkeys(r["mix"] for r in mine):
+            cells = {(r["impl"], r["dtype"]): r for r in mine if r["mix"] == mix}
+            first = next(iter(cells.values()))
+            lines.append(f"| {mix} | {first['texts']} / {first['tokens']:,} | " + " | ".join(
+                "-" if c not in cells else f"{cells[c]['tokens_per_s'] / 1000:.1f}k · {cells[c]['pct_measured']}% · {cells[c]['peak_gib']}"
+                for c in cols) + " |")
+        lines.append("")
+    minilm = REPORT.get("minilm")
+    if isinstance(minilm, dict):
+        lines += [f"**all-MiniLM-L6-v2, {minilm['dtype']} against {minilm['ref']}** (main score x100; max |change| "
+                  f"{minilm['max_abs_delta']:.3f})\n", "| task | split/subset | ref | low | change |", "|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r['split']} | {r['ref']} | {r['low']:.4f} | {r['delta']:+.3f} |" for r in minilm["rows"]
+                  if r["low"] is not None and r["delta"] is not None]
+    elif minilm:
+        lines.append(f"MiniLM: {minilm}")
+    for e in REPORT.get("errors", []):
+        lines.append(f"- error: {str(e)[:300]}")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     global JSON_PATH, WARMUP_FULL
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cuda (default): all GPUs torch sees; cpu: only to check the script")
     ap.add_argument("--quick", action="store_true", help="smaller text sets, one timed pass (~5 min of GPU on an H100)")
+    ap.add_argument("--lease", action="store_true", help="sized for one device lease: the quick sets, bf16 only, MiniLM fp16 "
+                    "against the recorded fp32 scores (under 8 minutes on an H100/H200)")
+    ap.add_argument("--results", default=None, help="append this run's tables to this markdown file (benchmarks/RESULTS.md)")
     ap.add_argument("--tiny", action="store_true", help="2-layer models and a few texts: checks the script, measures nothing")
     ap.add_argument("--only", default="peak,encoder,decoder,scaling,minilm", help="comma-separated parts to run (default: all)")
     ap.add_argument("--dtypes", default=None, help="encoder dtypes (default fp16,bf16 on a GPU, fp32,bf16 on a CPU)")
@@ -555,6 +622,12 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=None, help="where the random models are saved (default: a temporary folder, removed)")
     ap.add_argument("--json", default=None, help="also write every number to this JSON file")
     args = ap.parse_args(argv)
+    if args.lease:
+        args.quick = True
+        args.dtypes = args.dtypes or "bf16"
+        args.decoder_dtypes = args.decoder_dtypes or "bf16"
+        args.minilm_ref = "recorded"
+        args.only = args.only.replace(",scaling", "")
     JSON_PATH = Path(args.json) if args.json else None
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     WARMUP_FULL = not args.short_warmup
@@ -567,7 +640,7 @@ def main(argv=None) -> int:
         print(f"bench_gpu: no GPU: torch {torch.__version__} sees no CUDA device (CUDA build: {torch.version.cuda}); "
               "run it on a machine with a GPU and a CUDA build of torch, or check the script with --device cpu --tiny", file=sys.stderr)
         return 2
-    sz = SIZES["tiny" if args.tiny else "quick" if args.quick else "full"]
+    sz = SIZES["tiny" if args.tiny else "lease" if args.lease else "quick" if args.quick else "full"]
     info = device_info(args.device)
     REPORT.update(device=info, args=vars(args), sizes=sz, batch=BATCH)
     if args.device == "cuda":
@@ -631,6 +704,10 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     say(f"\ntotal {time.perf_counter() - t_start:.0f} s after the matmul peak")
     save_report()
+    if args.results:
+        with open(args.results, "a") as f:
+            f.write(results_markdown())
+        say(f"tables appended to {args.results}")
     return 0
 
 
