@@ -50,6 +50,7 @@ def mirror_from_beir(beir: Path, root: Path) -> Path:
     )
 
 
+@pytest.mark.real
 def test_air_bench_mirror_scores_like_mteb_and_fills_the_table(tmp_path, monkeypatch, shared_data, killed_offline_en, capsys):
     data = tmp_path / "data"
     mirror_from_beir(shared_data / "SciFact", data)

@@ -371,6 +371,7 @@ def real_run(tmp_path_factory, shared_data, killed_offline_en):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_real_run_zero_vs_three_shot_table(real_run):
     assert real_run["code"] == 0, real_run["err"]
     table = real_run["out"].split("###")[0]  # the score table, not the significance table below it
@@ -384,6 +385,7 @@ def test_real_run_zero_vs_three_shot_table(real_run):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_real_run_no_example_from_the_evaluated_split(real_run, shared_data):
     """Every example handed to every input was a train row (the row it claims to be), never a test text,
     never the input itself; the result files say the same."""
@@ -417,6 +419,7 @@ def test_real_run_no_example_from_the_evaluated_split(real_run, shared_data):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_real_run_records_selector_and_seed(real_run):
     files = {p.parent.name + "/" + p.stem: json.loads(p.read_text()) for p in real_run["results"].rglob("*.json")
              if not p.name.endswith(".items.json") and p.name != "model_meta.json"}

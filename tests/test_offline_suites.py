@@ -17,7 +17,7 @@ import pytest
 from evalkit.results import main_scores
 from tests.offline_run import EN_TASKS, FULL, MTEB_226_HERE, ZH_TASKS, result_files, results_by_task, run_in_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real]
 
 
 def test_offline_en_equals_mteb_226(killed_offline_en):

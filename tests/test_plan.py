@@ -171,6 +171,7 @@ def test_a_failed_first_stage_fails_its_reranked_unit(tmp_path, tiny_bert, tiny_
 
 
 # ----------------------------------------------------------------------------- progress and the dry run
+@pytest.mark.real
 def test_cold_sts12_prints_progress_with_an_eta(killed_offline_en):
     """stderr is not a terminal: plain progress lines naming the task, with tokens/s and an ETA (the
     offline-en fixture runs STS12 cold on its own first, with a line every 2 s of silence)."""
@@ -182,6 +183,7 @@ def test_cold_sts12_prints_progress_with_an_eta(killed_offline_en):
     assert re.search(r"^STS12 .* 72\.37", run["stdout"], re.M)  # and the score is mteb's
 
 
+@pytest.mark.real
 def test_dry_run_estimates_and_writes_nothing(tmp_path, capsys, killed_offline_en):
     """offline-en against a copy of the offline-en run's cache: counts, what is cached already, tokens
     and a measured rate for the rest; nothing under --output and the cache unchanged."""

@@ -222,6 +222,7 @@ def test_ray_a_bad_task_fails_alone(ray_local, tiny_bert, tmp_path):
     assert not list(tmp_path.rglob("BadRet*.json")) and out[1].path.is_file()
 
 
+@pytest.mark.real
 def test_ray_offline_en_equals_local_run_with_a_worker_killed(ray_local, killed_offline_en, tmp_path):
     """offline-en (CI's task list) with the real MiniLM on 2 Ray workers, one of them killed while it
     evaluates a task: every task finishes, with exactly the local run's scores and files."""

@@ -247,6 +247,7 @@ MINILM_SCIFACT_RR = {"map_at_1000": 0.72706, "mrr_at_10": 0.731056, "ndcg_at_10"
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_real_minilm_on_scifact_rows_equals_plain_mteb(scifact_candidates, killed_offline_en, tmp_path):
     """all-MiniLM-L6-v2 on the SciFact rows: plain mteb's scores. The rows hold SciFact's documents as
     mteb's retrieval reads them, so every vector comes from the offline-en run's cache."""
