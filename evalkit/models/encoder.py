@@ -366,7 +366,14 @@ class Core:
                 raise EvalkitError(f"--attention packed cannot run {self.config.path}: {why}; use --attention padded or auto")
             log.info("%s runs padded: %s", self.config.path, why)
             return None
-        return Packed(self.model, self.config.kind, self.tokenizer.padding_side == "left")
+        try:  # a transformers that cannot take a registered attention implementation: padded, or one line
+            return Packed(self.model, self.config.kind, self.tokenizer.padding_side == "left")
+        except (ValueError, TypeError, AttributeError, ImportError) as e:
+            if mode == "packed":
+                raise EvalkitError(f"--attention packed cannot run {self.config.path}: transformers refused it ({e}); "
+                                   "use --attention padded or auto") from e
+            log.info("%s runs padded: transformers refused the packed attention (%s)", self.config.path, e)
+            return None
 
     # -- tokenisation
     def tokenize(self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int) -> list[dict]:

@@ -14,8 +14,8 @@ positions), and the last hidden state is unpacked into the padded layout the tok
 made (its padding side), so every head (pooling, M3's parts, a classifier on the first token, an LLM's
 token logit) works on it unchanged. `tests/test_packing.py` holds it to the padded path.
 
-Served: the model types in PACKED_TYPES (bge-*, bge-m3, MiniLM, e5, gte-base, bge-en-icl, Qwen-based
-embedders, the XLM-R/BERT rerankers, Mistral/Qwen/Llama LLM rerankers), loaded without remote code.
+Served: the model types in PACKED_TYPES (bge-*, bge-m3, MiniLM, e5, bge-en-icl, the XLM-R/BERT rerankers,
+Mistral/Qwen/Llama embedders and LLM rerankers), loaded without remote code.
 Anything else keeps the padded path.
 """
 from __future__ import annotations
@@ -169,11 +169,9 @@ class Packed:
         hidden = torch.cat([hidden, hidden.new_zeros(1, hidden.shape[-1])])[batch["_unpack"]]
         if self.kind == "embedder":
             return BaseModelOutput(last_hidden_state=hidden)
-        if self.kind == "reranker":
+        if self.kind == "reranker":  # BERT: pooler, dropout, classifier; XLM-R/RoBERTa: a head on the first token
             pooler = getattr(base, "pooler", None)
-            head_in = pooler(hidden) if pooler is not None else hidden
-            if pooler is not None:
-                head_in = self.model.dropout(head_in)
+            head_in = hidden if pooler is None else self.model.dropout(pooler(hidden))
             return SequenceClassifierOutput(logits=self.model.classifier(head_in))
         return CausalLMOutput(logits=self.model.get_output_embeddings()(hidden))
 
