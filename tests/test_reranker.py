@@ -429,6 +429,7 @@ def scifact_two_stage(tmp_path_factory, tiny_cross_encoder, shared_data):
     return {"root": root, "opts": opts, "first": first, "rr": rr, "ts": ts, "out": out, "captured": captured, "seconds": time.time() - t0}
 
 
+@pytest.mark.real
 def test_scifact_first_stage_and_run_file(scifact_two_stage):
     from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
 
@@ -458,6 +459,7 @@ def test_scifact_first_stage_and_run_file(scifact_two_stage):
     assert scores[3]["Recall@100"] == pytest.approx(first_doc["recall_at_100"], abs=1e-6)
 
 
+@pytest.mark.real
 def test_scifact_reranked_by_mteb_over_the_candidates(scifact_two_stage):
     from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
 
@@ -505,6 +507,7 @@ def test_scifact_reranked_by_mteb_over_the_candidates(scifact_two_stage):
     assert rec["recomputed"] == pytest.approx(main["ndcg_at_10"], abs=1e-6)
 
 
+@pytest.mark.real
 def test_second_reranker_reuses_the_first_stage(scifact_two_stage, tiny_decoder, capsys):
     """A second reranker (the tiny LLM reranker) over the same first stage: no text encoded, the
     first-stage model not even loaded; then the CLI with the other spelling cuts top 10 from the file."""
