@@ -99,6 +99,30 @@ def test_decoder_packed_equals_padded_on_either_side(side, pooling, tiny_decoder
         assert np.abs(padded - packed).max() <= TOL, folder.name
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batches_of_one_length_packed_as_padded(side, tiny_bert, tiny_xlmr, tiny_decoder, windowed_decoder, calls):
+    """Texts cut at max_length (long documents) make batches whose texts all have one length: the packed
+    sequence is then its blocks, with no gather, no key mask (only a decoder's causal band) and no scatter."""
+    long = texts(24, longest=10, seed=3)
+    long = [t + " " + " ".join(WORDS[:12]) for t in long]  # every one past max_length's 10 tokens
+    seen = []
+    real_blocks = packing.Segments.blocks
+
+    def blocks(self, t):
+        seen.append(self.uniform)
+        return real_blocks(self, t)
+
+    packing.Segments.blocks = blocks
+    try:
+        for folder in (tiny_bert, tiny_xlmr / "embedder", tiny_decoder, windowed_decoder):
+            for pooling in ("mean", "cls", "last_token"):
+                padded, packed = both(folder, "embedder", EmbedHead(pooling), long, calls, padding_side=side, max_length=10)
+                assert np.abs(padded - packed).max() <= TOL, (folder.name, pooling)
+    finally:
+        packing.Segments.blocks = real_blocks
+    assert seen and all(seen)
+
+
 def test_cross_encoders_score_pairs_packed_as_padded(tiny_cross_encoder, tiny_xlmr, calls):
     t = texts()
     pairs = list(zip(t, t[::-1]))

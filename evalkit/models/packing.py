@@ -7,7 +7,9 @@ must not see each other; it goes through transformers' attention interface as `e
 - elsewhere (a CPU, fp32) each layer's queries, keys and values are gathered into a padded block and
   scored by SDPA with a per-text key mask (and the causal mask for decoders), then scattered back.
   The attention's arithmetic is then the padded path's, on the same widths, while everything around
-  it runs on the real tokens only.
+  it runs on the real tokens only. A batch whose texts all have one length (documents cut at
+  max_length) is its blocks already: no gather, no scatter, no key mask. The gathers and the causal
+  band are built once per batch (`Segments`), not per layer.
 
 Each text gets its own position ids (0.., or padding_idx+1.. for XLM-R/RoBERTa, as they number
 positions), and the last hidden state is unpacked into the padded layout the tokenizer would have
@@ -21,7 +23,7 @@ Anything else keeps the padded path.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -61,14 +63,49 @@ def register() -> None:
 
 @dataclass
 class Segments:
-    """Where each text of a packed batch lies: `cu` its cumulative lengths (int32, on the device), `gather`
-    [n, width] its positions in the packed sequence (padding points at position 0, masked), `valid` [n, width]
-    the real tokens, left-aligned (the attention's own layout, whatever the tokenizer's padding side)."""
+    """Where each text of a packed batch lies: `cu` its cumulative lengths (int32, on the device), `valid` [n, width]
+    its real tokens, left-aligned (the attention's own layout, whatever the tokenizer's padding side), `gather`
+    [n * width] each block position's place in the packed sequence (padding points at 0, masked) and `keep` [T]
+    each real token's place among the block positions. A batch whose texts are all one length (long documents
+    cut at max_length) needs neither: its packed sequence is its blocks."""
 
     cu: Any
     max_len: int
     gather: Any
     valid: Any
+    keep: Any
+    _masks: dict = field(default_factory=dict)
+
+    @property
+    def uniform(self) -> bool:
+        return self.keep.shape[0] == self.gather.shape[0]
+
+    def mask(self, causal: bool, window: int | None):
+        """SDPA's boolean mask [n, 1, width, width] (None: none needed), built once per batch for every layer."""
+        import torch
+
+        if (causal, window) not in self._masks:
+            mask = None if self.uniform else self.valid[:, None, None, :]  # keys: the text's own tokens
+            if causal:
+                rows = torch.arange(self.valid.shape[1], device=self.valid.device)
+                back = rows[:, None] - rows[None, :]
+                band = (back >= 0) if window is None else ((back >= 0) & (back < window))
+                mask = band[None, None] if mask is None else mask & band
+            self._masks[causal, window] = mask
+        return self._masks[causal, window]
+
+    def blocks(self, t):
+        """[1, heads, T, d] -> [n, heads, width, d]: each text's tokens in its own padded block."""
+        n, width = self.valid.shape
+        t = t[0].transpose(0, 1)  # [T, heads, d]
+        if not self.uniform:
+            t = t.index_select(0, self.gather)
+        return t.reshape(n, width, t.shape[1], t.shape[2]).transpose(1, 2)
+
+    def unblock(self, out):
+        """[n, heads, width, d] -> [1, T, heads, d]: the real tokens back in the packed order."""
+        out = out.transpose(1, 2).reshape(-1, out.shape[1], out.shape[3])
+        return (out if self.uniform else out.index_select(0, self.keep)).unsqueeze(0)
 
 
 def packed_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, sliding_window=None, **_kw):
@@ -86,15 +123,9 @@ def packed_attention(module, query, key, value, attention_mask=None, scaling=Non
         out = _varlen()(q, k, v, seg.cu, seg.cu, seg.max_len, seg.max_len, scale=scaling, enable_gqa=gqa,
                         window_size=(-1 if window is None else window - 1, 0) if causal else (-1, -1))
         return out.unsqueeze(0), None
-    width = seg.gather.shape[1]
-    q, k, v = (t[0][:, seg.gather].transpose(0, 1) for t in (query, key, value))  # [n, heads, width, d]
-    mask = seg.valid[:, None, None, :]  # keys: the text's own tokens
-    if causal:
-        rows = torch.arange(width, device=q.device)
-        back = rows[:, None] - rows[None, :]
-        mask = mask & ((back >= 0) if window is None else ((back >= 0) & (back < window)))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=gqa)
-    return out.transpose(1, 2)[seg.valid].unsqueeze(0), None  # [1, T, heads, d]
+    q, k, v = (seg.blocks(t) for t in (query, key, value))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=seg.mask(causal, window), scale=scaling, enable_gqa=gqa)
+    return seg.unblock(out), None
 
 
 _VARLEN: list = []
@@ -134,7 +165,8 @@ class Packed:
         positions = np.arange(total, dtype=np.int64) - np.repeat(starts[:-1], lengths) + self.offset
         cols = np.arange(width)
         valid = cols[None, :] < lengths[:, None]  # left-aligned: the attention's layout
-        gather = np.where(valid, starts[:-1, None] + cols[None, :], 0)
+        gather = np.where(valid, starts[:-1, None] + cols[None, :], 0).reshape(-1)
+        keep = np.flatnonzero(valid)
         # the tokenizer's layout for the heads: real tokens left or right, `total` (a zero row) at padding
         layout = valid[:, ::-1] if self.left else valid
         shift = (width - lengths)[:, None] if self.left else 0
@@ -142,7 +174,7 @@ class Packed:
         out = {"input_ids": torch.from_numpy(ids[None]), "position_ids": torch.from_numpy(positions[None]),
                "attention_mask": torch.from_numpy(layout.astype(np.int64)),
                "_cu": torch.from_numpy(starts.astype(np.int32)), "_gather": torch.from_numpy(gather),
-               "_valid": torch.from_numpy(valid), "_unpack": torch.from_numpy(unpack)}
+               "_valid": torch.from_numpy(valid), "_keep": torch.from_numpy(keep), "_unpack": torch.from_numpy(unpack)}
         if "token_type_ids" in feats[0]:
             out["token_type_ids"] = torch.from_numpy(np.concatenate([np.asarray(f["token_type_ids"], dtype=np.int64) for f in feats])[None])
         elif self.encoder:  # BERT's buffered zeros stop at max_position_embeddings, the packed row does not
@@ -155,7 +187,7 @@ class Packed:
         import torch
         from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, SequenceClassifierOutput
 
-        seg = Segments(batch["_cu"], int(batch["attention_mask"].shape[1]), batch["_gather"], batch["_valid"])
+        seg = Segments(batch["_cu"], int(batch["attention_mask"].shape[1]), batch["_gather"], batch["_valid"], batch["_keep"])
         inputs = {k: batch[k] for k in ("input_ids", "position_ids", "token_type_ids") if k in batch}
         base = self.model if self.kind == "embedder" else self.model.base_model
         if not self.encoder:
