@@ -357,3 +357,65 @@ def test_widths_rounded_up_as_on_a_gpu_give_the_same_vectors(tiny_bert):
     feats = core.tokenize(texts, 64)
     assert core.pad(feats[:3])["input_ids"].shape[1] % PAD_MULTIPLE == 0
     np.testing.assert_allclose(core.run(feats, EmbedHead("mean")), plain, rtol=0, atol=1e-6)
+
+
+def test_ahead_runs_the_next_items_work_in_the_background_and_keeps_order_and_errors():
+    import threading
+
+    from evalkit.models.encoder import ahead
+
+    where = []
+
+    def work(x):
+        where.append(threading.current_thread().name)
+        if x == 3:
+            raise ValueError("bad item 3")
+        return x * x
+
+    got = []
+    with pytest.raises(ValueError, match="bad item 3"):
+        for item, out in ahead([0, 1, 2, 3, 4], work):
+            got.append((item, out))
+    assert got == [(0, 0), (1, 1), (2, 4)]  # the error surfaces at its own item's turn, after the ones before it
+    assert where and all(name.startswith("evalkit-ahead") for name in where)
+    where.clear()
+    assert list(ahead([1, 2], work, background=False)) == [(1, 1), (2, 4)]
+    assert where == [threading.current_thread().name] * 2
+
+
+def test_an_embedder_tokenises_each_slice_ahead_of_the_device_with_the_same_vectors(tiny_bert, monkeypatch):
+    """The first slice runs as soon as its own tokens are there: when it does, at most one more slice has been
+    tokenised (the one ahead), not the whole input; the vectors are those of tokenising everything first."""
+    from evalkit.models import embedder as embedder_module
+    from evalkit.models.embedder import Embedder
+
+    monkeypatch.setattr(embedder_module, "COMMIT_EVERY", 8)
+    texts = [f"{w} " * (1 + i % 7) + str(i) for i, w in enumerate((QUERIES + DOCS) * 4)]
+    emb = Embedder(tiny_bert, batch_size=2)
+    core = emb.core
+    events = []
+    real_tokenize, real_run = core.tokenize, core.run
+    monkeypatch.setattr(core, "tokenize", lambda t, ml: events.append("tok") or real_tokenize(t, ml))
+    monkeypatch.setattr(core, "run", lambda feats, head, bs=None: events.append("run") or real_run(feats, head, bs))
+    got = emb.embed(texts)
+    assert events.count("tok") == events.count("run") == -(-len(texts) // 8)
+    assert events.index("run") <= 2  # tokenised: the first slice, at most the next one
+    want = Embedder(tiny_bert, batch_size=2).encode_uncached(texts)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_a_reranker_tokenises_its_pairs_slice_by_slice_ahead_with_the_same_scores(tiny_cross_encoder, monkeypatch):
+    """Pairs are tokenised a slice (a few full batches) ahead of the device, longest first by characters; the
+    scores come back in the pairs' order, equal to tokenising them all first."""
+    from evalkit.models.encoder import LogitHead
+    from evalkit.models.reranker import FlagReranker
+
+    reranker = FlagReranker(str(tiny_cross_encoder), batch_size=2)
+    pairs = [(q, d) for q in QUERIES for d in DOCS]  # 36 pairs, slices of 4 x 2 rows
+    sliced = []
+    real = reranker.features
+    monkeypatch.setattr(reranker, "features", lambda part, ml: sliced.append(len(part)) or real(part, ml))
+    got = np.asarray(reranker.compute_score(pairs))
+    assert sliced == [8, 8, 8, 8, 4]
+    want = reranker.core.run(real(pairs, reranker.max_length), LogitHead())
+    np.testing.assert_allclose(got, want, atol=1e-6)

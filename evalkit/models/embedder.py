@@ -18,6 +18,7 @@ from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, load_d
 log = logging.getLogger("evalkit")
 COMMIT_EVERY = 1024  # texts encoded between two cache commits at most...
 COMMIT_TOKENS = 65536  # ...or tokens (long documents): what a killed run loses is at most one such slice
+CHARS_PER_TOKEN = 4  # a slice's tokens are estimated from its characters before it is tokenised (English text)
 
 
 class Embedder:
@@ -121,20 +122,25 @@ class Embedder:
             if use_cache:
                 self.cache.register(self.namespace, self.namespace_fields)
             texts_m = [distinct[i] for i in missing]
-            feats = self.core.tokenize(texts_m, ml)
-            self.core.on_batch = self.progress.tracker(len(texts_m)) if self.progress is not None else None
-            # longest first, in slices that are each committed to the cache: a run killed in the
-            # middle of a large corpus keeps every finished slice
-            order = sorted(range(len(feats)), key=lambda i: -len(feats[i]["input_ids"]))
-            for idx in _slices(order, [len(f["input_ids"]) for f in feats], 4 * int(batch_size or self.config.batch_size) * len(self.devices)):
+            core = self.core
+            core.on_batch = self.progress.tracker(len(texts_m)) if self.progress is not None else None
+
+            def done(idx, out):  # each slice checked and committed to the cache: a killed run keeps every finished one
+                nonlocal vectors
                 part_texts = [texts_m[i] for i in idx]
-                out = self._run([feats[i] for i in idx], part_texts, batch_size)
+                self._check(out, part_texts)
                 if vectors is None:
                     vectors = np.empty((len(distinct), out.shape[1]), dtype=np.float32)
                 vectors[np.asarray([missing[i] for i in idx], dtype=np.int64)] = out
                 if use_cache:
                     self.cache.put_many(self.namespace, part_texts, out)
-            self.core.on_batch = None
+
+            # longest first (by characters: each slice is tokenised one ahead of the device, so no token is
+            # counted before the first batch), in slices of a few full batches per device, closed at the commit sizes
+            order = sorted(range(len(texts_m)), key=lambda i: -len(texts_m[i]))
+            slices = list(_slices(order, [len(t) // CHARS_PER_TOKEN + 1 for t in texts_m], core.slice_rows(batch_size)))
+            core.run_ahead(texts_m, lambda part: core.tokenize(part, ml), self.head, batch_size, slices, done)
+            core.on_batch = None
             if self.progress is not None:
                 self.progress.phase(f"{len(texts_m)} texts encoded, {len(found)} from the cache; mteb scores")
         for i, v in found.items():
@@ -153,7 +159,10 @@ class Embedder:
         return self._run(feats, texts, batch_size)
 
     def _run(self, feats, texts: Sequence[str], batch_size: int | None) -> np.ndarray:
-        out = self.core.run(feats, self.head, batch_size)
+        return self._check(self.core.run(feats, self.head, batch_size), texts)
+
+    def _check(self, out: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """`out`, refused in one line where the network gave a NaN or infinite vector."""
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             raise EvalkitError(

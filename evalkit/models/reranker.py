@@ -313,8 +313,8 @@ class FlagReranker(_Reranker):
         return feats
 
     def score_pairs(self, pairs, batch_size=None, max_length=None, **_kw) -> np.ndarray:
-        feats = self.features(pairs, int(max_length or self.max_length))
-        return self.core.run(feats, LogitHead(), batch_size)
+        ml = int(max_length or self.max_length)
+        return self.core.run_ahead(list(pairs), lambda part: self.features(part, ml), LogitHead(), batch_size)
 
 
 class FlagLLMReranker(_Reranker):
@@ -385,8 +385,9 @@ class FlagLLMReranker(_Reranker):
         return [{"input_ids": join_only_second(head + q, sep_ids + p, budget, side) + tail} for q, p in zip(queries, passages)]
 
     def score_pairs(self, pairs, batch_size=None, max_length=None, query_max_length=None, prompt=None, **_kw) -> np.ndarray:
-        feats = self.features(pairs, int(max_length or self.max_length), query_max_length, prompt)
-        return self.core.run(feats, TokenLogitHead(self.yes_id), batch_size)
+        ml = int(max_length or self.max_length)
+        return self.core.run_ahead(list(pairs), lambda part: self.features(part, ml, query_max_length, prompt),
+                                   TokenLogitHead(self.yes_id), batch_size)
 
 
 def load_reranker(spec, *, dtype: str | None = None, batch_size: int = 128, devices=None, max_length: int | None = None,
