@@ -142,8 +142,16 @@ def test_corpus_helpers_match_the_pairwise_scores(m3, encoded, ref):
 def test_batches_and_slices_do_not_change_the_outputs(m3, encoded, ref, monkeypatch):
     import evalkit.models.m3 as m3mod
 
+    import threading
+
     monkeypatch.setattr(m3mod, "SLICE_FLOATS", 2000)  # several Core.run slices, each padded to its own longest
+    core = m3.embedder.core
+    tokenized, real = [], core.tokenize
+    monkeypatch.setattr(core, "tokenize", lambda t, ml: tokenized.append((len(t), threading.current_thread().name)) or real(t, ml))
     again = m3.encode(ref["sentences"], return_sparse=True, return_colbert_vecs=True, batch_size=1, max_length=64)
+    # at batch size 1 a slice holds 4 texts, each tokenised in the background one slice ahead of the device
+    assert [n for n, _ in tokenized] == [4] * (len(ref["sentences"]) // 4) + [len(ref["sentences"]) % 4] * bool(len(ref["sentences"]) % 4)
+    assert all(name.startswith("evalkit-ahead") for _, name in tokenized)
     assert np.abs(again["dense_vecs"] - encoded["dense_vecs"]).max() <= TOL
     assert lexical_diff(again["lexical_weights"], encoded["lexical_weights"]) <= TOL
     assert max(np.abs(a - b).max() for a, b in zip(again["colbert_vecs"], encoded["colbert_vecs"])) <= TOL

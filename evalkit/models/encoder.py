@@ -1,9 +1,8 @@
 """The encoder core shared by every model class.
 
-Tokenise slice by slice, one slice ahead of the device in a background thread (`Core.run_ahead`: the
-embedders and rerankers; BGE-M3 still tokenises all first), sort each slice by length (longest first,
-so an out-of-memory shows at once), pad each batch
-only to its own longest member (on a CPU a batch also holds at most CPU_BATCH_TOKENS padded tokens:
+Tokenise slice by slice, one slice ahead of the device in a background thread (`Core.run_ahead`, and
+BGE-M3's own slices), sort each slice by length (longest first, so an out-of-memory shows at once),
+pad each batch only to its own longest member (on a CPU a batch also holds at most CPU_BATCH_TOKENS padded tokens:
 small batches stay in cache, 20% faster in fp32 on long texts here than 64 rows of 256 tokens; on a
 GPU a batch is filled to a token budget sized from the free memory, its width rounded up to a multiple
 of PAD_MULTIPLE) or pack its texts into one sequence with no padding at all (evalkit/models/packing.py:
