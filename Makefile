@@ -34,9 +34,12 @@ eval: install
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-# everything but the real MiniLM's offline-suite runs (marker `real`: README, "Tests")
+# everything but the real MiniLM's offline-suite runs (marker `real`: README, "Tests"), in TEST_WORKERS
+# processes (pytest-xdist, a test file per process) of one torch thread each: 2 cores kept busy by
+# tests that mostly wait on Python (mteb's evaluators, process starts, Ray), with no thread oversubscribed
+TEST_WORKERS ?= 2
 test: install browser
-	$(BIN)/python -m pytest -q -x -m "not real" $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -x -m "not real" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # the real MiniLM's offline-suite runs alone: the scores against mteb 2.26, the killed-and-resumed run
 test-real: install browser
