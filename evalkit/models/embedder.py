@@ -128,7 +128,7 @@ class Embedder:
             def done(idx, out):  # each slice checked and committed to the cache: a killed run keeps every finished one
                 nonlocal vectors
                 part_texts = [texts_m[i] for i in idx]
-                self._check(out, part_texts)
+                self.check_finite(out, part_texts)
                 if vectors is None:
                     vectors = np.empty((len(distinct), out.shape[1]), dtype=np.float32)
                 vectors[np.asarray([missing[i] for i in idx], dtype=np.int64)] = out
@@ -154,14 +154,11 @@ class Embedder:
         return vectors[inverse]
 
     def encode_uncached(self, texts: Sequence[str], batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
-        """Vectors of `texts` straight from the network (no cache, no dedup)."""
-        feats = self.core.tokenize(list(texts), int(max_length or self.max_length))
-        return self._run(feats, texts, batch_size)
+        """Vectors of `texts` straight from the network (no cache, no dedup), tokenised ahead as `embed` does."""
+        texts, ml, core = list(texts), int(max_length or self.max_length), self.core
+        return self.check_finite(core.run_ahead(texts, lambda part: core.tokenize(part, ml), self.head, batch_size), texts)
 
-    def _run(self, feats, texts: Sequence[str], batch_size: int | None) -> np.ndarray:
-        return self._check(self.core.run(feats, self.head, batch_size), texts)
-
-    def _check(self, out: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    def check_finite(self, out: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """`out`, refused in one line where the network gave a NaN or infinite vector."""
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():

@@ -634,7 +634,7 @@ class BGEM3FlagModel:
                 out = core.run([feats[i] for i in idx], head, bs)
                 off = 0
                 if dense:
-                    vecs = emb._check(out[:, :hidden], [texts[i] for i in idx])
+                    vecs = emb.check_finite(out[:, :hidden], [texts[i] for i in idx])
                     dense_out[np.asarray(idx, dtype=np.int64)] = vecs
                     if use_cache:
                         emb.cache.put_many(emb.namespace, [texts[i] for i in idx], vecs)
