@@ -166,6 +166,23 @@ def test_batches_and_slices_do_not_change_the_outputs(m3, encoded, ref, monkeypa
     assert m3.compute_score([]) == []
 
 
+def test_widths_rounded_up_as_on_a_gpu_keep_the_three_outputs(encoded, ref):
+    """A GPU pads a batch to a multiple of PAD_MULTIPLE, past its slice's longest text: the lexical weights
+    and ColBERT vectors are cut back to the slice's width, the outputs unchanged (a CPU core set so)."""
+    from evalkit.models.encoder import PAD_MULTIPLE
+
+    m = BGEM3FlagModel(str(MODEL), use_fp16=False, devices="cpu")
+    m.embedder.core.pad_multiple = PAD_MULTIPLE
+    lengths = [len(f["input_ids"]) for f in m.embedder.core.tokenize(ref["sentences"], 64)]
+    assert any(k % PAD_MULTIPLE for k in lengths)
+    again = m.encode(ref["sentences"], return_dense=True, return_sparse=True, return_colbert_vecs=True, **ref["encode_kwargs"])
+    m.close()
+    assert np.abs(again["dense_vecs"] - encoded["dense_vecs"]).max() <= TOL
+    assert lexical_diff(again["lexical_weights"], encoded["lexical_weights"]) <= TOL
+    assert all(a.shape == b.shape for a, b in zip(again["colbert_vecs"], encoded["colbert_vecs"]))
+    assert max(np.abs(a - b).max() for a, b in zip(again["colbert_vecs"], encoded["colbert_vecs"])) <= TOL
+
+
 def test_dense_vectors_of_a_full_pass_fill_the_cache(tmp_path, ref):
     from evalkit.cache import EmbeddingCache
 

@@ -100,7 +100,7 @@ class M3Head:
         out = model(**batch, return_dict=True)
         hidden = out.last_hidden_state
         mask = batch["attention_mask"]
-        n, w = mask.shape
+        n = mask.shape[0]
         parts = []
         if self.dense:  # EmbedHead's arithmetic, so these vectors can share the dense cache
             vec = pool(hidden, mask, self.pooling).float()
@@ -109,13 +109,25 @@ class M3Head:
             colbert_lin, sparse_lin = m3_modules(model, self.colbert_path, self.sparse_path)
         if self.sparse:
             weights = torch.relu(sparse_lin(hidden)).squeeze(-1).float()
-            parts.append(F.pad(weights, (0, self.width - w)))
+            parts.append(_to_width(weights, self.width))
         if self.colbert:
             vecs = colbert_lin(hidden[:, 1:]).float() * mask[:, 1:][:, :, None].float()
             if self.normalize:
                 vecs = F.normalize(vecs, dim=-1)
-            parts.append(F.pad(vecs, (0, 0, 0, self.width - w)).reshape(n, -1))
+            parts.append(_to_width(vecs, self.width - 1).reshape(n, -1))
         return torch.cat(parts, dim=1)
+
+
+def _to_width(t, width: int):
+    """[n, w, ...] -> [n, width, ...]: zeros appended, or the positions past `width` cut. Those are padding
+    either way: BGE-M3 pads on the right, and a GPU rounds a batch's width up to a multiple of 16 past the
+    slice's longest text (`Core.width`)."""
+    import torch.nn.functional as F
+
+    w = t.shape[1]
+    if w >= width:
+        return t[:, :width]
+    return F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - w))
 
 
 # ----------------------------------------------------------------------------- scoring helpers
