@@ -406,17 +406,19 @@ def test_an_embedder_tokenises_each_slice_ahead_of_the_device_with_the_same_vect
 
 
 def test_a_reranker_tokenises_its_pairs_slice_by_slice_ahead_with_the_same_scores(tiny_cross_encoder, monkeypatch):
-    """Pairs are tokenised a slice (a few full batches) ahead of the device, longest first by characters; the
-    scores come back in the pairs' order, equal to tokenising them all first."""
+    """Pairs are tokenised a slice (a few full batches) ahead of the device, in their own order (each query's
+    candidates together, so its text is tokenised once); the scores come back in the pairs' order, equal to
+    tokenising them all first."""
     from evalkit.models.encoder import LogitHead
     from evalkit.models.reranker import FlagReranker
 
     reranker = FlagReranker(str(tiny_cross_encoder), batch_size=2)
     pairs = [(q, d) for q in QUERIES for d in DOCS]  # 36 pairs, slices of 4 x 2 rows
-    sliced = []
+    sliced, parts = [], []
     real = reranker.features
-    monkeypatch.setattr(reranker, "features", lambda part, ml: sliced.append(len(part)) or real(part, ml))
+    monkeypatch.setattr(reranker, "features", lambda part, ml: sliced.append(len(part)) or parts.append(list(part)) or real(part, ml))
     got = np.asarray(reranker.compute_score(pairs))
     assert sliced == [8, 8, 8, 8, 4]
+    assert parts == [pairs[s : s + 8] for s in range(0, len(pairs), 8)]  # in the pairs' own order
     want = reranker.core.run(real(pairs, reranker.max_length), LogitHead())
     np.testing.assert_allclose(got, want, atol=1e-6)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from evalkit.errors import EvalkitError
-from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, load_dense, resolve_devices, resolve_dtype
+from evalkit.models.encoder import EmbedHead, Core, CoreConfig, POOLINGS, load_dense, longest_by_chars, resolve_devices, resolve_dtype
 
 log = logging.getLogger("evalkit")
 COMMIT_EVERY = 1024  # texts encoded between two cache commits at most...
@@ -137,7 +137,7 @@ class Embedder:
 
             # longest first (by characters: each slice is tokenised one ahead of the device, so no token is
             # counted before the first batch), in slices of a few full batches per device, closed at the commit sizes
-            order = sorted(range(len(texts_m)), key=lambda i: -len(texts_m[i]))
+            order = longest_by_chars(texts_m)
             slices = list(_slices(order, [len(t) // CHARS_PER_TOKEN + 1 for t in texts_m], core.slice_rows(batch_size)))
             core.run_ahead(texts_m, lambda part: core.tokenize(part, ml), self.head, batch_size, slices, done)
             core.on_batch = None
@@ -156,7 +156,9 @@ class Embedder:
     def encode_uncached(self, texts: Sequence[str], batch_size: int | None = None, max_length: int | None = None) -> np.ndarray:
         """Vectors of `texts` straight from the network (no cache, no dedup), tokenised ahead as `embed` does."""
         texts, ml, core = list(texts), int(max_length or self.max_length), self.core
-        return self.check_finite(core.run_ahead(texts, lambda part: core.tokenize(part, ml), self.head, batch_size), texts)
+        out = core.run_ahead(texts, lambda part: core.tokenize(part, ml), self.head, batch_size,
+                             core.slices(longest_by_chars(texts), batch_size))
+        return self.check_finite(out, texts)
 
     def check_finite(self, out: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """`out`, refused in one line where the network gave a NaN or infinite vector."""

@@ -480,18 +480,22 @@ class Core:
         """The inputs a slice of `run_ahead` holds at least: a few full batches per device."""
         return 4 * max(int(batch_size or self.batch_size), self.max_rows or 0) * len(self.devices)
 
+    def slices(self, order: Sequence[int], batch_size: int | None = None) -> list[Sequence[int]]:
+        """`order` (input indices) cut into slices of `slice_rows`."""
+        size = self.slice_rows(batch_size)
+        return [order[s : s + size] for s in range(0, len(order), size)]
+
     def run_ahead(self, inputs: Sequence, features: Callable, head: Callable, batch_size: int | None = None,
                   slices: Sequence[Sequence[int]] | None = None, on_slice: Callable | None = None) -> np.ndarray | None:
         """Head outputs for `inputs` (texts or pairs), in their order, with `features` (a list of inputs -> their
         token features) run one slice ahead of the device (`ahead`), so the first batch waits for one slice's
-        tokens only. `slices`: the input indices of each slice, in turn; by default the inputs longest first by
-        characters (their tokens are not counted yet; each slice is sorted by its tokens in `run`) in slices of
-        `slice_rows`. `on_slice(indices, outputs)` sees each slice as it is done and keeps what it needs: the
-        outputs are then not gathered here (a 20M-document corpus's vectors held once), and None is returned."""
+        tokens only; `run` sorts each slice by its tokens. `slices`: the input indices of each slice, in turn; by
+        default the inputs in their own order, in slices of `slice_rows` (a reranker's pairs come grouped by
+        query, so each query is tokenised in one slice, once: `pair_features` tokenises distinct texts once).
+        `on_slice(indices, outputs)` sees each slice as it is done and keeps what it needs: the outputs are then
+        not gathered here (a 20M-document corpus's vectors held once), and None is returned."""
         if slices is None:
-            size = self.slice_rows(batch_size)
-            order = sorted(range(len(inputs)), key=lambda i: -_chars(inputs[i]))
-            slices = [order[s : s + size] for s in range(0, len(order), size)]
+            slices = self.slices(list(range(len(inputs))), batch_size)
         result = None
         for idx, feats in ahead(slices, lambda idx: features([inputs[i] for i in idx]), self.tokenize_ahead):
             out = self.run(feats, head, batch_size)
@@ -593,9 +597,10 @@ class Core:
             pass
 
 
-def _chars(item) -> int:
-    """An input's length in characters (a pair's: both sides')."""
-    return len(item) if isinstance(item, str) else sum(len(str(t)) for t in item)
+def longest_by_chars(texts: Sequence[str]) -> list[int]:
+    """The indices of `texts`, longest first by characters: the order in which texts are sliced before any is
+    tokenised (`Core.run_ahead`'s slices; each is then sorted by its tokens)."""
+    return sorted(range(len(texts)), key=lambda i: -len(texts[i]))
 
 
 class _Worker:

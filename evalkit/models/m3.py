@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from evalkit.errors import EvalkitError
-from evalkit.models.encoder import ahead, pool
+from evalkit.models.encoder import ahead, longest_by_chars, pool
 
 log = logging.getLogger("evalkit")
 
@@ -629,45 +629,47 @@ class BGEM3FlagModel:
         lex_ns = self.lexical_namespace(ml) if sparse else None
         if lex_ns is not None:
             emb.cache.register(*lex_ns)
-        # longest first by characters, in slices tokenised one ahead of the device (Core.run_ahead's way), each
-        # sorted by its tokens and cut at SLICE_FLOATS head floats
-        by_chars = sorted(range(n), key=lambda i: -len(texts[i]))
-        size = core.slice_rows(bs)
-        chunks = [by_chars[s : s + size] for s in range(0, n, size)]
-        for chunk, chunk_feats in ahead(chunks, lambda c: core.tokenize([texts[i] for i in c], ml), core.tokenize_ahead):
-            feats = dict(zip(chunk, chunk_feats))  # this slice's token features, by input index
-            order = sorted(chunk, key=lambda i: -len(feats[i]["input_ids"]))
-            start = 0
-            while start < len(order):
-                width = len(feats[order[start]]["input_ids"])
-                per_row = hidden * dense + width * sparse + (width - 1) * cdim * colbert
-                idx = order[start : start + max(1, SLICE_FLOATS // max(1, per_row))]
-                head = M3Head(colbert_path, sparse_path, width, dense, sparse, colbert, self.normalize_embeddings, self.pooling_method)
-                out = core.run([feats[i] for i in idx], head, bs)
-                off = 0
-                if dense:
-                    vecs = emb.check_finite(out[:, :hidden], [texts[i] for i in idx])
-                    dense_out[np.asarray(idx, dtype=np.int64)] = vecs
-                    if use_cache:
-                        emb.cache.put_many(emb.namespace, [texts[i] for i in idx], vecs)
-                    off = hidden
-                part = []
-                for r, i in enumerate(idx):
-                    ids = feats[i]["input_ids"]
-                    k = len(ids)
-                    if sparse:
-                        lex[i] = _token_weights(out[r, off : off + k], ids, unused)
-                    if colbert:
-                        c0 = off + width * sparse
-                        part.append(out[r, c0 : c0 + (k - 1) * cdim].reshape(k - 1, cdim).copy())
-                        if keep_colbert:
-                            cols[i] = part[-1]
-                if lex_ns is not None:  # committed slice by slice: a killed run keeps every finished one
-                    emb.cache.put_blobs(lex_ns[0], [texts[i] for i in idx], [_pack_lexical(lex[i]) for i in idx])
-                if on_slice is not None:
-                    on_slice(idx, dense_out[np.asarray(idx, dtype=np.int64)] if dense else None, [lex[i] for i in idx], part)
-                emb.counts["encoded"] += len(idx)
-                start += len(idx)
+
+        def parts():  # (indices, width, token features): slices longest first by characters, each tokenised one
+            # ahead of the device (as Core.run_ahead does), sorted by its tokens and cut at SLICE_FLOATS head floats
+            for chunk, chunk_feats in ahead(core.slices(longest_by_chars(texts), bs),
+                                            lambda c: core.tokenize([texts[i] for i in c], ml), core.tokenize_ahead):
+                feats = dict(zip(chunk, chunk_feats))  # this slice's, by input index
+                order = sorted(chunk, key=lambda i: -len(feats[i]["input_ids"]))
+                start = 0
+                while start < len(order):
+                    width = len(feats[order[start]]["input_ids"])
+                    per_row = hidden * dense + width * sparse + (width - 1) * cdim * colbert
+                    idx = order[start : start + max(1, SLICE_FLOATS // max(1, per_row))]
+                    yield idx, width, feats
+                    start += len(idx)
+
+        for idx, width, feats in parts():
+            head = M3Head(colbert_path, sparse_path, width, dense, sparse, colbert, self.normalize_embeddings, self.pooling_method)
+            out = core.run([feats[i] for i in idx], head, bs)
+            off = 0
+            if dense:
+                vecs = emb.check_finite(out[:, :hidden], [texts[i] for i in idx])
+                dense_out[np.asarray(idx, dtype=np.int64)] = vecs
+                if use_cache:
+                    emb.cache.put_many(emb.namespace, [texts[i] for i in idx], vecs)
+                off = hidden
+            part = []
+            for r, i in enumerate(idx):
+                ids = feats[i]["input_ids"]
+                k = len(ids)
+                if sparse:
+                    lex[i] = _token_weights(out[r, off : off + k], ids, unused)
+                if colbert:
+                    c0 = off + width * sparse
+                    part.append(out[r, c0 : c0 + (k - 1) * cdim].reshape(k - 1, cdim).copy())
+                    if keep_colbert:
+                        cols[i] = part[-1]
+            if lex_ns is not None:  # committed slice by slice: a killed run keeps every finished one
+                emb.cache.put_blobs(lex_ns[0], [texts[i] for i in idx], [_pack_lexical(lex[i]) for i in idx])
+            if on_slice is not None:
+                on_slice(idx, dense_out[np.asarray(idx, dtype=np.int64)] if dense else None, [lex[i] for i in idx], part)
+            emb.counts["encoded"] += len(idx)
         return dense_out, lex, cols
 
     def _cap(self, ml: int) -> int:
