@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import platform
@@ -425,7 +426,7 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
                 {"batch": bs, "batch_tokens": emb.core.max_batch_tokens, "load_s": round(load_s, 1), "peak_gib": peak_mem(device),
                  "oom_retries": emb.config.stats["oom_retries"]})
         emb.close()
-        del emb
+        emb = None
         free(device)
         last_of_dtype = attention == ATTENTION[-1] or dtype != dtypes[0]
         if not last_of_dtype or not with_st or (st_dtypes is not None and dtype not in st_dtypes):
@@ -467,7 +468,7 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
                 continue
             row(name, "sentence-transformers", dtype, mix, lengths, s, spec, peaks,
                 {"batch": bs, "load_s": round(load_s, 1), "peak_gib": peak_mem(device)})
-        del st
+        st = None
         free(device)
 
 
@@ -491,7 +492,7 @@ def bench_scaling(folder: Path, spec: dict, texts: list[str], peaks: dict, repea
             {**peaks, "datasheet": (peaks.get("datasheet") or 0) * k or None, "fp16": (peaks.get("fp16") or 0) * k or None},
             {"gpus": k, "speedup": round(base / s, 2), "efficiency": round(base / s / k, 2)})
         emb.close()
-        del emb
+        emb = None
         free("cuda")
 
 
@@ -513,7 +514,7 @@ def main_scores(folder: Path) -> dict[str, dict[str, float]]:
 
 def bench_minilm(args) -> None:
     try:
-        import mteb  # noqa: F401
+        importlib.import_module("mteb")  # its scores come from a subprocess; fail here, before the runs
     except Exception as e:
         msg = f"MiniLM fp16 score change not measured: mteb cannot be imported here ({type(e).__name__}: {e})"
         say(msg)

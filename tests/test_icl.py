@@ -283,8 +283,8 @@ def test_cli_runs_an_icl_model_zero_and_few_shot(icl_decoder, tmp_path, monkeypa
     assert main(["run", "--model", "tiny-icl", "--tasks", str(folder), "--output", str(out), "--fewshot-compare", "0,2",
                  "--selector", "fixed", "--batch-size", "2"]) == 0
     cap = capsys.readouterr()
-    assert f"tiny-icl ICLRetrieval: test/default" in cap.err and f"({len(QUERIES) + len(DOCS)} texts encoded, 0 from cache" in cap.err
-    assert f"tiny-icl [fewshot-2-fixed] ICLRetrieval" in cap.err and f"({len(QUERIES)} texts encoded, {len(DOCS)} from cache" in cap.err
+    assert "tiny-icl ICLRetrieval: test/default" in cap.err and f"({len(QUERIES) + len(DOCS)} texts encoded, 0 from cache" in cap.err
+    assert "tiny-icl [fewshot-2-fixed] ICLRetrieval" in cap.err and f"({len(QUERIES)} texts encoded, {len(DOCS)} from cache" in cap.err
     assert "| 0-shot |" in cap.out and "| 2-shot fixed |" in cap.out
     (zero,) = out.glob("tiny-icl/*/ICLRetrieval.json")
     (two,) = out.glob("tiny-icl/*/experiments/fewshot-2-fixed/ICLRetrieval.json")

@@ -3,10 +3,7 @@ loop on either executor (in this process, on Ray) writing the same files; progre
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -121,7 +118,7 @@ def test_fewshot_compare_and_rerank_compose_locally_and_on_ray(tmp_path, tiny_cr
     cap = capsys.readouterr()
     local = result_files(tmp_path / "local")
     names = sorted(Path(k).parent.name + "/" + Path(k).name for k in local)
-    rr = f"rerank-sentence-transformers__all-MiniLM-L6-v2"
+    rr = "rerank-sentence-transformers__all-MiniLM-L6-v2"
     assert names == sorted([
         "8b3219a92973c328a8e22fadcfa821b5dc75636a/OwnRet.json", "8b3219a92973c328a8e22fadcfa821b5dc75636a/OwnRet.run_top10.json",
         "fewshot-2-random-s42/OwnRet.json", "fewshot-2-random-s42/OwnRet.run_top10.json",
