@@ -50,7 +50,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# sentence-transformers as users run it: its tokeniser's own threads on (what an unset variable means), set
+# explicitly so that the forks below (nvidia-smi, the MiniLM run) do not warn; evalkit tokenises large inputs
+# in threads of its own on a GPU (evalkit.models.encoder.tokenizer_threads), with the variable on or off
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

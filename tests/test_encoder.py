@@ -422,3 +422,53 @@ def test_a_reranker_tokenises_its_pairs_slice_by_slice_ahead_with_the_same_score
     assert parts == [pairs[s : s + 8] for s in range(0, len(pairs), 8)]  # in the pairs' own order
     want = reranker.core.run(real(pairs, reranker.max_length), LogitHead())
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_tokenizer_threads_on_a_gpu_host_and_one_on_a_cpu(monkeypatch):
+    from evalkit.models import encoder
+
+    monkeypatch.setattr(encoder.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert encoder.tokenizer_threads(["cpu"]) == 1  # the CPU's cores are the device's
+    assert encoder.tokenizer_threads(["cuda:0"]) == 8  # 15 idle cores, capped
+    monkeypatch.setattr(encoder.os, "sched_getaffinity", lambda pid: set(range(6)))
+    assert encoder.tokenizer_threads(["cuda:0", "cuda:1"]) == 4  # a core per device feeds it
+    monkeypatch.setattr(encoder.os, "sched_getaffinity", lambda pid: {0})
+    assert encoder.tokenizer_threads(["cuda:0"]) == 1
+
+
+@pytest.mark.parametrize("which", ["texts", "pairs"])
+def test_tokenising_in_threads_gives_the_features_of_one_call(tiny_bert, tiny_cross_encoder, monkeypatch, which):
+    """Large inputs are tokenised in parts on `tokenizer_threads` threads, each on its own copy of the
+    tokeniser: the same features in the same order as one call, texts or pairs."""
+    import threading
+
+    from evalkit.models import encoder
+    from evalkit.models.encoder import Core, CoreConfig
+
+    monkeypatch.setattr(encoder, "TOKENIZER_PART", 4)
+    path, kind = (tiny_bert, "embedder") if which == "texts" else (tiny_cross_encoder, "reranker")
+    core = Core(CoreConfig(str(path), kind), "cpu")
+    inputs = [f"{w} " * (1 + i % 9) + str(i) for i, w in enumerate((QUERIES + DOCS) * 3)]
+    if which == "pairs":
+        inputs = [(q, d) for q, d in zip(inputs, reversed(inputs))]
+    assert core.tokenizer_threads == 1
+    want = core.tokenize(inputs, 12)  # one call (a CPU core's default), some texts cut at 12 tokens
+    assert not core._tokenizers
+    core.tokenizer_threads = 3
+    used = []
+    real = Core._tokenize
+
+    def spy(self, tokenizer, texts, max_length, single_types=None):
+        used.append((threading.current_thread().name, id(tokenizer), len(texts)))
+        return real(self, tokenizer, texts, max_length, single_types)
+
+    monkeypatch.setattr(Core, "_tokenize", spy)
+    for _ in range(2):  # the copies are made once and kept
+        assert core.tokenize(inputs, 12) == want
+    assert len(core._tokenizers) == 3 and all(t is not core.tokenizer for t in core._tokenizers)
+    step = -(-len(inputs) // 3)
+    assert sorted(n for _, _, n in used) == sorted([step, step, len(inputs) - 2 * step] * 2)  # three parts per call
+    assert all(name.startswith("evalkit-tokenize") for name, _, _ in used)
+    assert len({tok for _, tok, _ in used[:3]}) == 3 and {tok for _, tok, _ in used} == {id(t) for t in core._tokenizers}
+    assert core.tokenize(inputs[:7], 12) == want[:7]  # too few for parts: one call, here, on the core's own
+    assert used[6:] == [(threading.current_thread().name, id(core.tokenizer), 7)]
