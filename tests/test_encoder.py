@@ -472,3 +472,22 @@ def test_tokenising_in_threads_gives_the_features_of_one_call(tiny_bert, tiny_cr
     assert len({tok for _, tok, _ in used[:3]}) == 3 and {tok for _, tok, _ in used} == {id(t) for t in core._tokenizers}
     assert core.tokenize(inputs[:7], 12) == want[:7]  # too few for parts: one call, here, on the core's own
     assert used[6:] == [(threading.current_thread().name, id(core.tokenizer), 7)]
+
+
+def test_a_reranker_tokenises_its_distinct_texts_in_threads_with_the_same_features(tiny_cross_encoder, monkeypatch):
+    """A cross-encoder's pairs are built from each distinct text's ids (reranker.pair_features); on a GPU
+    host those ids come from Core.in_threads: the same features as tokenising them in one call."""
+    from evalkit.models import encoder
+    from evalkit.models.reranker import FlagReranker
+
+    monkeypatch.setattr(encoder, "TOKENIZER_PART", 4)
+    reranker = FlagReranker(str(tiny_cross_encoder), batch_size=2)
+    texts = [f"{w} " * (1 + i % 9) + str(i) for i, w in enumerate((QUERIES + DOCS) * 3)]
+    pairs = [(q, d) for q in texts[:6] for d in texts[6:]]
+    want = reranker.features(pairs, 24)
+    reranker.core.tokenizer_threads = 3
+    parts = []
+    real = encoder.Core.in_threads
+    monkeypatch.setattr(encoder.Core, "in_threads", lambda self, work, items: parts.append(len(items)) or real(self, work, items))
+    assert reranker.features(pairs, 24) == want
+    assert parts == [6, len(texts) - 6] and len(reranker.core._tokenizers) == 3  # queries: one call; documents: three parts

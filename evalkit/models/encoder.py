@@ -422,23 +422,29 @@ class Core:
 
     # -- tokenisation
     def tokenize(self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int) -> list[dict]:
-        """Token features of `texts` (or pairs), in their order: in `tokenizer_threads` parts at once where
-        there are enough of them, each part on its own copy of the tokeniser (fast tokenisers release the GIL;
-        one shared by threads can fail with "Already borrowed" while another changes its truncation)."""
-        n = min(self.tokenizer_threads, len(texts) // TOKENIZER_PART)
-        if n < 2:
+        """Token features of `texts` (or pairs), in their order (in threads where there are many: `in_threads`)."""
+        if len(texts) < 2 * TOKENIZER_PART or self.tokenizer_threads < 2:
             return self._tokenize(self.tokenizer, texts, max_length)
+        single_types = self._single_types  # the probe, on the shared tokeniser, before the threads start
+        return self.in_threads(lambda tok, part: self._tokenize(tok, part, max_length, single_types), texts)
+
+    def in_threads(self, work: Callable, items: Sequence) -> list:
+        """work(tokenizer, part) over `items` cut into up to `tokenizer_threads` parts of TOKENIZER_PART or more,
+        run side by side, each part on its own copy of the tokeniser (fast tokenisers release the GIL; one
+        shared by threads can fail with "Already borrowed" while another changes its truncation); the parts'
+        lists joined in order. Too few items for two parts: one call, here, on the core's own tokeniser."""
+        n = min(self.tokenizer_threads, len(items) // TOKENIZER_PART)
+        if n < 2:
+            return list(work(self.tokenizer, items))
         from concurrent.futures import ThreadPoolExecutor
 
-        step = -(-len(texts) // n)
-        parts = [texts[s : s + step] for s in range(0, len(texts), step)]
-        single_types = self._single_types  # the probe, on the shared tokeniser, before the threads start
-        with self._tokenizer_lock:  # one parallel call at a time: each copy serves one part
+        step = -(-len(items) // n)
+        parts = [items[s : s + step] for s in range(0, len(items), step)]
+        with self._tokenizer_lock:  # one such call at a time: each copy serves one part
             while len(self._tokenizers) < len(parts):
                 self._tokenizers.append(copy.deepcopy(self.tokenizer))
             with ThreadPoolExecutor(len(parts), thread_name_prefix="evalkit-tokenize") as pool:
-                done = pool.map(lambda a: self._tokenize(a[0], a[1], max_length, single_types), zip(self._tokenizers, parts))
-                return [f for feats in done for f in feats]
+                return [x for out in pool.map(work, self._tokenizers, parts) for x in out]
 
     def _tokenize(self, tokenizer, texts, max_length: int, single_types: bool | None = None) -> list[dict]:
         # only what pad() uses: it builds the attention mask itself, and a single text's token types

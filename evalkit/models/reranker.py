@@ -10,10 +10,11 @@ their batches to `Core`: length-sorted, padded per batch, OOM back-off, input or
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,21 +65,25 @@ def join_only_second(first: list[int], second: list[int], max_length: int, side:
 CHUNK = 256  # distinct texts per tokenizer call: bounds the tokenizer's own memory on long documents
 
 
-def distinct_token_ids(tok, texts, keep: int) -> dict[str, tuple[list[int], int]]:
+def token_ids(tok, texts) -> list[list[int]]:
+    """Each text's ids without special tokens, untruncated."""
+    return [x for s in range(0, len(texts), CHUNK)
+            for x in tok(texts[s : s + CHUNK], add_special_tokens=False, truncation=False, verbose=False)["input_ids"]]
+
+
+def distinct_token_ids(tok, texts, keep: int, ids_of: Callable | None = None) -> dict[str, tuple[list[int], int]]:
     """text -> (its ids without special tokens, cut to the `keep` tokens truncation could retain, full length).
 
     Each distinct text is tokenised once and without truncation: a reranking run pairs every query
     with ~100 documents and every document with several queries, and the tokenizer's own truncation
     of long pairs (overflow windows) costs several times the encoding itself, in time and memory.
+    `ids_of(texts)`: their `token_ids` (default: with `tok`, here; a core's threads: Core.in_threads).
     """
     left = getattr(tok, "truncation_side", "right") == "left"
     uniq = list(dict.fromkeys(texts))
     out: dict[str, tuple[list[int], int]] = {}
-    for s in range(0, len(uniq), CHUNK):
-        part = uniq[s : s + CHUNK]
-        ids = tok(part, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        for t, x in zip(part, ids):
-            out[t] = ((x[-keep:] if keep > 0 else []) if left else x[: max(keep, 0)], len(x))
+    for t, x in zip(uniq, ids_of(uniq) if ids_of is not None else token_ids(tok, uniq)):
+        out[t] = ((x[-keep:] if keep > 0 else []) if left else x[: max(keep, 0)], len(x))
     return out
 
 
@@ -138,10 +143,11 @@ def longest_first(n1: int, n2: int, budget: int) -> tuple[int, int]:
     return (n2, n1) if swap else (n1, n2)
 
 
-def pair_features(tok, pairs, max_length: int) -> list[dict] | None:
+def pair_features(tok, pairs, max_length: int, ids_of: Callable | None = None) -> list[dict] | None:
     """Exactly ``tokenizer(firsts, seconds, truncation=True, max_length=max_length)`` (longest-first), per
-    pair, without special-casing any model: distinct texts tokenised once, the tokenizer's truncation
-    rule and its own pair template applied to the ids. None where the template cannot be read."""
+    pair, without special-casing any model: distinct texts tokenised once (`ids_of`: distinct_token_ids),
+    the tokenizer's truncation rule and its own pair template applied to the ids. None where the template
+    cannot be read."""
     template = pair_template(tok)
     if template is None:
         return None
@@ -151,8 +157,8 @@ def pair_features(tok, pairs, max_length: int) -> list[dict] | None:
         return None
     left = getattr(tok, "truncation_side", "right") == "left"
     with_types = "token_type_ids" in getattr(tok, "model_input_names", ())
-    firsts = distinct_token_ids(tok, [p[0] for p in pairs], budget)
-    seconds = distinct_token_ids(tok, [p[1] for p in pairs], budget)
+    firsts = distinct_token_ids(tok, [p[0] for p in pairs], budget, ids_of)
+    seconds = distinct_token_ids(tok, [p[1] for p in pairs], budget, ids_of)
     feats = []
     for q, d in pairs:
         (qi, n1), (di, n2) = firsts[q], seconds[d]
@@ -307,7 +313,8 @@ class FlagReranker(_Reranker):
 
     def features(self, pairs, max_length: int) -> list[dict]:
         """The model's input per pair: what ``tokenizer(q, p, truncation=True, max_length=...)`` gives."""
-        feats = pair_features(self.tokenizer, list(pairs), int(max_length))
+        ids_of = functools.partial(self.core.in_threads, token_ids)  # on a GPU host, in threads
+        feats = pair_features(self.tokenizer, list(pairs), int(max_length), ids_of)
         if feats is None:  # a tokenizer whose pair template cannot be read: its own pair call
             feats = self.core.tokenize(list(pairs), int(max_length))
         return feats
