@@ -472,6 +472,10 @@ def test_tokenising_in_threads_gives_the_features_of_one_call(tiny_bert, tiny_cr
     assert len({tok for _, tok, _ in used[:3]}) == 3 and {tok for _, tok, _ in used} == {id(t) for t in core._tokenizers}
     assert core.tokenize(inputs[:7], 12) == want[:7]  # too few for parts: one call, here, on the core's own
     assert used[6:] == [(threading.current_thread().name, id(core.tokenizer), 7)]
+    if which == "texts":  # a tokeniser that cannot be copied (remote code): one thread, the same features
+        core._tokenizers = []
+        monkeypatch.setattr(encoder.copy, "deepcopy", lambda x: (_ for _ in ()).throw(TypeError("cannot pickle 'Foo'")))
+        assert core.tokenize(inputs, 12) == want and core.tokenizer_threads == 1
 
 
 def test_a_reranker_tokenises_its_distinct_texts_in_threads_with_the_same_features(tiny_cross_encoder, monkeypatch):

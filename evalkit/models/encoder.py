@@ -441,8 +441,13 @@ class Core:
         step = -(-len(items) // n)
         parts = [items[s : s + step] for s in range(0, len(items), step)]
         with self._tokenizer_lock:  # one such call at a time: each copy serves one part
-            while len(self._tokenizers) < len(parts):
-                self._tokenizers.append(copy.deepcopy(self.tokenizer))
+            try:
+                while len(self._tokenizers) < len(parts):
+                    self._tokenizers.append(copy.deepcopy(self.tokenizer))
+            except Exception as e:  # a remote-code tokeniser that cannot be copied: one thread, as on a CPU
+                log.info("%s: its tokeniser cannot be copied (%s: %s); tokenising in one thread", self.config.path, type(e).__name__, e)
+                self.tokenizer_threads, self._tokenizers = 1, []
+                return list(work(self.tokenizer, items))
             with ThreadPoolExecutor(len(parts), thread_name_prefix="evalkit-tokenize") as pool:
                 return [x for out in pool.map(work, self._tokenizers, parts) for x in out]
 
