@@ -50,10 +50,12 @@ import tempfile
 import time
 from pathlib import Path
 
-# sentence-transformers as users run it: its tokeniser's own threads on (what an unset variable means), set
-# explicitly so that the forks below (nvidia-smi, the MiniLM run) do not warn; evalkit tokenises large inputs
-# in threads of its own on a GPU (evalkit.models.encoder.tokenizer_threads), with the variable on or off
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+# Each side as its users run it (tokenizers reads the variable at each call; set, so that forks do not warn):
+# evalkit as its CLI, which turns the tokeniser's own threads off and tokenises large inputs in threads of its
+# own on a GPU (evalkit.models.encoder.tokenizer_threads); sentence-transformers with them on (what an unset
+# variable means). bench_model switches it between the two.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+EVALKIT_TOKENIZER_ENV = os.environ["TOKENIZERS_PARALLELISM"]
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -398,6 +400,7 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
         reset_mem(device)
         t = time.perf_counter()
         try:
+            os.environ["TOKENIZERS_PARALLELISM"] = EVALKIT_TOKENIZER_ENV
             emb = evalkit_embedder(folder, kind, dtype, devices, max_length, attention)
             emb.core  # load now, outside the timed region
         except Exception as e:
@@ -413,6 +416,7 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
                 texts = emb.icl_queries([f"<instruct>Given a web search query, retrieve relevant passages that answer the query.\n<query>{q}"
                                          for q in texts])
             inputs[mix] = texts
+            tokenizer_rate(emb.core, name, mix, texts, max_length)
             feats = emb.core.tokenize(texts, max_length)
             lengths = [len(f["input_ids"]) for f in feats]
             bs = batch_for(kind, mix)
@@ -442,6 +446,7 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
             with_st = False
             continue
         reset_mem(device)
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"  # until the next evalkit load
         st_dtype = torch.float32 if dtype == "fp32" else torch_dtype(dtype)
         t = time.perf_counter()
         try:
@@ -473,6 +478,25 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
                 {"batch": bs, "load_s": round(load_s, 1), "peak_gib": peak_mem(device)})
         st = None
         free(device)
+
+
+def tokenizer_rate(core, model: str, mix: str, texts: list[str], max_length: int) -> None:
+    """Tokens/s of the core's tokeniser alone on `texts`, in one thread and in its `tokenizer_threads`
+    (issue 27, item 3: the device should never wait for it), once per model and mix."""
+    key = f"{model} / {mix}"
+    if key in REPORT.setdefault("tokenizer", {}):
+        return
+    threads, got = core.tokenizer_threads, {}
+    try:
+        for n in dict.fromkeys((1, threads)):
+            core.tokenizer_threads = n
+            t = time.perf_counter()
+            tokens = sum(len(f["input_ids"]) for s in range(0, len(texts), 16384) for f in core.tokenize(texts[s : s + 16384], max_length))
+            got[n] = round(tokens / (time.perf_counter() - t))
+    finally:
+        core.tokenizer_threads = threads
+    REPORT["tokenizer"][key] = got
+    say(f"  tokeniser alone, {mix}: " + ", ".join(f"{n} thread(s) {v / 1e3:.0f}k tok/s" for n, v in got.items()))
 
 
 def bench_scaling(folder: Path, spec: dict, texts: list[str], peaks: dict, repeats: int) -> None:
@@ -535,7 +559,8 @@ def bench_minilm(args) -> None:
             cmd = [c for c in cmd if c not in ("--suite", args.minilm_suite)] + ["--tasks", args.minilm_tasks]
         say("  $ " + " ".join(cmd[1:]))
         t = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.minilm_timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.minilm_timeout,
+                           env={**os.environ, "TOKENIZERS_PARALLELISM": EVALKIT_TOKENIZER_ENV})
         times[dtype] = round(time.perf_counter() - t, 1)
         if p.returncode != 0:
             msg = f"evalkit run --dtype {dtype} failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-1500:]}"
@@ -587,6 +612,12 @@ def results_markdown() -> str:
             lines.append(f"| {mix} | {first['texts']} / {first['tokens']:,} | " + " | ".join(
                 "-" if c not in cells else f"{cells[c]['tokens_per_s'] / 1000:.1f}k · {cells[c]['pct_measured']}% · {cells[c]['peak_gib']}"
                 for c in cols) + " |")
+        lines.append("")
+    if REPORT.get("tokenizer"):
+        lines += ["**The tokeniser alone** (evalkit's Core.tokenize, slices of 16,384 texts; tokens/s)\n",
+                  "| model / mix | one thread | its threads |", "|---|---|---|"]
+        lines += [f"| {k} | {v.get(1, 0) / 1e3:.0f}k | " + ", ".join(f"{n}: {x / 1e3:.0f}k" for n, x in v.items() if n != 1) + " |"
+                  for k, v in REPORT["tokenizer"].items()]
         lines.append("")
     minilm = REPORT.get("minilm")
     if isinstance(minilm, dict):
