@@ -458,7 +458,7 @@ def test_tokenising_in_threads_gives_the_features_of_one_call(tiny_bert, tiny_cr
     used = []
     real = Core._tokenize
 
-    def spy(self, tokenizer, texts, max_length, single_types=None):
+    def spy(self, tokenizer, texts, max_length, single_types):
         used.append((threading.current_thread().name, id(tokenizer), len(texts)))
         return real(self, tokenizer, texts, max_length, single_types)
 

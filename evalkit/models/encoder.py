@@ -423,9 +423,7 @@ class Core:
     # -- tokenisation
     def tokenize(self, texts: Sequence[str] | Sequence[tuple[str, str]], max_length: int) -> list[dict]:
         """Token features of `texts` (or pairs), in their order (in threads where there are many: `in_threads`)."""
-        if len(texts) < 2 * TOKENIZER_PART or self.tokenizer_threads < 2:
-            return self._tokenize(self.tokenizer, texts, max_length)
-        single_types = self._single_types  # the probe, on the shared tokeniser, before the threads start
+        single_types = self._single_types  # the probe, on the shared tokeniser, before any thread starts
         return self.in_threads(lambda tok, part: self._tokenize(tok, part, max_length, single_types), texts)
 
     def in_threads(self, work: Callable, items: Sequence) -> list:
@@ -451,7 +449,7 @@ class Core:
             with ThreadPoolExecutor(len(parts), thread_name_prefix="evalkit-tokenize") as pool:
                 return [x for out in pool.map(work, self._tokenizers, parts) for x in out]
 
-    def _tokenize(self, tokenizer, texts, max_length: int, single_types: bool | None = None) -> list[dict]:
+    def _tokenize(self, tokenizer, texts, max_length: int, single_types: bool) -> list[dict]:
         # only what pad() uses: it builds the attention mask itself, and a single text's token types
         # only where its template gives some token a type other than 0 (a model given none takes
         # zeros). Half the tokeniser's time on short texts goes into building the lists left out.
@@ -461,8 +459,7 @@ class Core:
             second = [t[1] for t in texts]
             enc = tokenizer(first, second, **kw)
         else:
-            types = self._single_types if single_types is None else single_types
-            enc = tokenizer(list(texts), return_token_type_ids=types, **kw)
+            enc = tokenizer(list(texts), return_token_type_ids=single_types, **kw)
         keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
         return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
 
