@@ -416,9 +416,7 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
                 texts = emb.icl_queries([f"<instruct>Given a web search query, retrieve relevant passages that answer the query.\n<query>{q}"
                                          for q in texts])
             inputs[mix] = texts
-            tokenizer_rate(emb.core, name, mix, texts, max_length)
-            feats = emb.core.tokenize(texts, max_length)
-            lengths = [len(f["input_ids"]) for f in feats]
+            lengths = token_lengths(emb.core, name, mix, texts, max_length)
             bs = batch_for(kind, mix)
             try:
                 # warm-up: one whole pass, so that every batch shape has been seen once (cuDNN's attention
@@ -480,23 +478,24 @@ def bench_model(kind: str, name: str, folder: Path, spec: dict, mixes: dict, dty
         free(device)
 
 
-def tokenizer_rate(core, model: str, mix: str, texts: list[str], max_length: int) -> None:
-    """Tokens/s of the core's tokeniser alone on `texts`, in one thread and in its `tokenizer_threads`
-    (issue 27, item 3: the device should never wait for it), once per model and mix."""
+def token_lengths(core, model: str, mix: str, texts: list[str], max_length: int) -> list[int]:
+    """Each text's tokens. The first time per model and mix, also the tokeniser's tokens/s alone on them, in one
+    thread and in the core's `tokenizer_threads` (issue 27, item 3: the device should never wait for it)."""
     key = f"{model} / {mix}"
-    if key in REPORT.setdefault("tokenizer", {}):
-        return
+    timed_before = key in REPORT.setdefault("tokenizer", {})
     threads, got = core.tokenizer_threads, {}
     try:
-        for n in dict.fromkeys((1, threads)):
+        for n in (threads,) if timed_before else dict.fromkeys((1, threads)):
             core.tokenizer_threads = n
             t = time.perf_counter()
-            tokens = sum(len(f["input_ids"]) for s in range(0, len(texts), 16384) for f in core.tokenize(texts[s : s + 16384], max_length))
-            got[n] = round(tokens / (time.perf_counter() - t))
+            lengths = [len(f["input_ids"]) for s in range(0, len(texts), 16384) for f in core.tokenize(texts[s : s + 16384], max_length)]
+            got[n] = round(sum(lengths) / (time.perf_counter() - t))
     finally:
         core.tokenizer_threads = threads
-    REPORT["tokenizer"][key] = got
-    say(f"  tokeniser alone, {mix}: " + ", ".join(f"{n} thread(s) {v / 1e3:.0f}k tok/s" for n, v in got.items()))
+    if not timed_before:
+        REPORT["tokenizer"][key] = got
+        say(f"  tokeniser alone, {mix}: " + ", ".join(f"{n} thread(s) {v / 1e3:.0f}k tok/s" for n, v in got.items()))
+    return lengths
 
 
 def bench_scaling(folder: Path, spec: dict, texts: list[str], peaks: dict, repeats: int) -> None:
