@@ -205,12 +205,24 @@ def test_pre_encoded_corpus_is_not_encoded_again(tiny_bert, tmp_path):
 
 
 # ----------------------------------------------------------------------------- Ray
-def test_ray_shards_a_large_corpus_and_the_evaluation_encodes_no_document(ray_local, tiny_bert, tmp_path):
+def test_ray_shards_a_large_corpus_and_a_bad_task_fails_alone(ray_local, tiny_bert, tmp_path):
+    """A corpus past the shard threshold is encoded in shards on both workers and its evaluation
+    encodes no document, with the local run's scores. A task that fails on a worker (here: an empty
+    corpus, found while sizing it for shards; the plan did not read the data, as if it changed after
+    planning) is one failed outcome with evalkit's one-line message, and the other task is written
+    as usual. One run on the same actors checks both."""
+    from evalkit.tasks import Registry
+
     task_dir = gen_retrieval_task(tmp_path, n_docs=400, n_queries=60)
+    bad = gen_retrieval_task(tmp_path, n_docs=60, n_queries=10, name="BadRet")
+    (bad / "corpus.jsonl").write_text("")
     spec, ts = _spec_and_task(tiny_bert, task_dir)
     opts = _opts(tmp_path / "ray")
-    out = run_on_ray(spec, [ts], opts, address="local", workers=2, shard_above=100, shard_size=80)
-    assert [o.status for o in out] == ["done"]
+    out = run_on_ray(spec, [Registry().task(str(bad)), ts], opts, address="local", workers=2, shard_above=100, shard_size=80, check_data=False)
+    assert [(o.task, o.status) for o in out] == [("BadRet", "failed"), ("GenRet", "done")]
+    assert "\n" not in out[0].message and "corpus" in out[0].message, out[0].message
+    assert not list(tmp_path.rglob("BadRet*.json"))
+    out = out[1:]
     doc = json.loads(out[0].path.read_text())
     n_queries = len({json.loads(line)["text"] for line in (task_dir / "queries.jsonl").read_text().splitlines()})
     assert doc["evalkit"]["ray"]["corpus_shards"] == 5 and doc["evalkit"]["ray"]["workers"] == 2
@@ -225,22 +237,6 @@ def test_ray_shards_a_large_corpus_and_the_evaluation_encodes_no_document(ray_lo
     # a driver started again skips what is done, as a local run does
     again = run_on_ray(spec, [ts], opts, address="local", workers=2)
     assert [o.status for o in again] == ["skipped"] and again[0].scores == out[0].scores
-
-
-def test_ray_a_bad_task_fails_alone(ray_local, tiny_bert, tmp_path):
-    """A task that fails on a worker (here: an empty corpus, found while sizing it for shards; the plan
-    did not read the data, as if it changed after planning) is one failed outcome with evalkit's
-    one-line message; the other task is written as usual."""
-    from evalkit.tasks import Registry
-
-    good = gen_retrieval_task(tmp_path, n_docs=60, n_queries=10)
-    bad = gen_retrieval_task(tmp_path, n_docs=60, n_queries=10, name="BadRet")
-    (bad / "corpus.jsonl").write_text("")
-    spec, ts = _spec_and_task(tiny_bert, good)
-    out = run_on_ray(spec, [Registry().task(str(bad)), ts], _opts(tmp_path), address="local", workers=2, shard_above=10, check_data=False)
-    assert [(o.task, o.status) for o in out] == [("BadRet", "failed"), ("GenRet", "done")]
-    assert "\n" not in out[0].message and "corpus" in out[0].message, out[0].message
-    assert not list(tmp_path.rglob("BadRet*.json")) and out[1].path.is_file()
 
 
 @pytest.mark.real
