@@ -36,10 +36,11 @@ browser:
 
 # everything but the real MiniLM's offline-suite runs (marker `real`: README, "Tests"), in TEST_WORKERS
 # processes (pytest-xdist, a test file per process) of one torch thread each: 2 cores kept busy by
-# tests that mostly wait on Python (mteb's evaluators, process starts, Ray), with no thread oversubscribed
+# tests that mostly wait on Python (mteb's evaluators, process starts, Ray), with no thread oversubscribed;
+# files in collection order, the longest first (tests/conftest.py, LONGEST_FIRST)
 TEST_WORKERS ?= 2
 test: install browser
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -x -m "not real" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -x -m "not real" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # make test with torch, oneDNN and MKL held to AVX2 kernels: on a CPU with AVX-512 or AMX, what the slower
 # AVX2-only kind computes (its BLAS rounds some dot products differently; bf16 matmuls are emulated)
