@@ -142,7 +142,7 @@ def test_icl_model_with_examples_locally_and_on_ray(tmp_path, tiny_decoder, ray_
     task = retrieval_folder(tmp_path)
     args = ["run", "--model", str(tiny_decoder), "--kind", "icl-embedder", "--tasks", str(task), "--fewshot", "2", "--cache-dir", str(tmp_path / "c")]
     assert main([*args, "--output", str(tmp_path / "local")]) == 0
-    assert main([*args, "--output", str(tmp_path / "ray"), "--ray", "local"]) == 0
+    assert main([*args, "--output", str(tmp_path / "ray"), "--ray", "local", "--ray-workers", "1"]) == 0  # one unit: one actor
     capsys.readouterr()
     local = result_files(tmp_path / "local")
     assert len(local) == 1 and result_files(tmp_path / "ray") == local
