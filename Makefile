@@ -35,9 +35,9 @@ browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 # everything but the real MiniLM's offline-suite runs (marker `real`: README, "Tests"), in TEST_WORKERS
-# processes (pytest-xdist, a test file per process) of one torch thread each: 2 cores kept busy by
+# processes (pytest-xdist, whole files to a process) of one torch thread each: 2 cores kept busy by
 # tests that mostly wait on Python (mteb's evaluators, process starts, Ray), with no thread oversubscribed;
-# files in collection order, the longest first (tests/conftest.py, LONGEST_FIRST)
+# the files that start Ray on one of them, the longest first (tests/conftest.py, RAY_FILES and LONGEST_FIRST)
 TEST_WORKERS ?= 2
 test: install browser
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -x -m "not real" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)

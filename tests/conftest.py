@@ -22,17 +22,40 @@ WORDS = (
 ).split()
 
 
-# The files that take longest (test-seconds of `make test`, Intel Xeon with AMX, 2 workers: test_ray 76,
-# test_m3 76, test_plan 70, test_faults 58, test_mteb_mocks 48, test_task_types 46, test_recipes 41),
-# collected first: `make test` hands whole files to its 2 workers in collection order
-# (--no-loadscope-reorder), and longest-first leaves only small files for the end, where test_ray
-# last had one worker idle for 45 s. A stale list costs balance, never a check.
-LONGEST_FIRST = ["test_ray.py", "test_m3.py", "test_plan.py", "test_faults.py", "test_mteb_mocks.py", "test_task_types.py", "test_recipes.py"]
+# How `make test` shares the files between its 2 workers (--dist loadfile --no-loadscope-reorder): whole
+# files, in collection order, except that the files whose tests start Ray go as one unit, so that one
+# worker runs them one after another on one local Ray instance (the session's ray_local), never two Ray
+# instances at once (Ray's dozen processes per instance make it latency-bound when starved of CPU: with
+# both workers on one core, a Ray test took 3-6 times as long, the others about as long). The longest
+# go first, leaving small files for the end (test-seconds of a 2-worker run, Intel Xeon with AMX: the
+# Ray files ~245, test_mteb_mocks 41, test_task_types 40, test_recipes 35, test_report 25). A stale
+# list costs balance, never a check.
+RAY_FILES = ("test_ray.py", "test_m3.py", "test_plan.py", "test_faults.py")
+LONGEST_FIRST = [*RAY_FILES, "test_mteb_mocks.py", "test_task_types.py", "test_recipes.py", "test_report.py", "test_encoder.py",
+                 "test_api.py", "test_regress.py", "test_cache.py", "test_errors.py", "test_reranker.py", "test_packing.py"]
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
+try:
+    from xdist.scheduler import LoadFileScheduling
+except ImportError:  # pytest-xdist (the test extra) not installed: tests run in one process
+    LoadFileScheduling = None
+
+if LoadFileScheduling is not None:
+    class RayFilesTogether(LoadFileScheduling):
+        """--dist loadfile with RAY_FILES as one unit of work (xdist's xdist_group marks, its own way to
+        say this, are lost under pytest 9: it renames items by `_nodeid`, which pytest 9 no longer reads)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "ray-files" if Path(path).name in RAY_FILES else path
+
+    def pytest_xdist_make_scheduler(config, log):
+        return RayFilesTogether(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 def make_wordpiece_tokenizer(folder: Path, model_max_length: int = 512):
