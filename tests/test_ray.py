@@ -222,8 +222,8 @@ def test_ray_shards_a_large_corpus_and_a_bad_task_fails_alone(ray_local, tiny_be
     assert [(o.task, o.status) for o in out] == [("BadRet", "failed"), ("GenRet", "done")]
     assert "\n" not in out[0].message and "corpus" in out[0].message, out[0].message
     assert not list(tmp_path.rglob("BadRet*.json"))
-    out = out[1:]
-    doc = json.loads(out[0].path.read_text())
+    good = out[1]
+    doc = json.loads(good.path.read_text())
     n_queries = len({json.loads(line)["text"] for line in (task_dir / "queries.jsonl").read_text().splitlines()})
     assert doc["evalkit"]["ray"]["corpus_shards"] == 5 and doc["evalkit"]["ray"]["workers"] == 2
     assert doc["evalkit"]["work"]["encoded_texts"] == n_queries  # 0 documents encoded during the evaluation
@@ -233,10 +233,10 @@ def test_ray_shards_a_large_corpus_and_a_bad_task_fails_alone(ray_local, tiny_be
     for split, subsets in ref["scores"].items():
         for a, b in zip(subsets, doc["scores"][split]):
             assert b["main_score"] == pytest.approx(a["main_score"], abs=1e-5)
-    assert out[0].path.with_name("GenRet.items.json").is_file()
+    assert good.path.with_name("GenRet.items.json").is_file()
     # a driver started again skips what is done, as a local run does
     again = run_on_ray(spec, [ts], opts, address="local", workers=2)
-    assert [o.status for o in again] == ["skipped"] and again[0].scores == out[0].scores
+    assert [o.status for o in again] == ["skipped"] and again[0].scores == good.scores
 
 
 @pytest.mark.real
